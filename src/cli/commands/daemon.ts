@@ -1,0 +1,34 @@
+// `skiff daemon`: flags win over the config file, the file over defaults.
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/config.js';
+import { startDaemon } from '../../daemon/daemon.js';
+
+interface DaemonFlags {
+  config?: string;
+  root?: string;
+  state?: string;
+  socket?: string;
+  logLevel?: string;
+}
+
+export function registerDaemon(program: Command): void {
+  program
+    .command('daemon')
+    .description('Serve the CRI on a unix socket')
+    .option('--config <file>', 'config file (default /etc/skiff/config.toml)')
+    .option('--root <dir>', 'persistent data dir (default /var/lib/skiff)')
+    .option('--state <dir>', 'runtime state dir (default /run/skiff)')
+    .option('--socket <path>', 'CRI socket (default /run/skiff/skiff.sock)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error, fatal, silent')
+    .action(async (flags: DaemonFlags) => {
+      const config = await loadConfig(flags);
+      const daemon = await startDaemon(config);
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals) => {
+          void daemon.shutdown(signal).then(resolve);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+}

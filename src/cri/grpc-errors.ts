@@ -1,0 +1,27 @@
+// The one place where runtime errors become gRPC statuses.
+import { status, type ServiceError, Metadata } from '@grpc/grpc-js';
+import { SkiffError, type ErrorKind, errorMessage } from '../errors.js';
+
+const CODES: Record<ErrorKind, status> = {
+  invalid_argument: status.INVALID_ARGUMENT,
+  not_found: status.NOT_FOUND,
+  already_exists: status.ALREADY_EXISTS,
+  failed_precondition: status.FAILED_PRECONDITION,
+  permission_denied: status.PERMISSION_DENIED,
+  resource_exhausted: status.RESOURCE_EXHAUSTED,
+  unavailable: status.UNAVAILABLE,
+  deadline_exceeded: status.DEADLINE_EXCEEDED,
+  cancelled: status.CANCELLED,
+  unimplemented: status.UNIMPLEMENTED,
+  internal: status.INTERNAL,
+};
+
+export function grpcCode(err: unknown): status {
+  return err instanceof SkiffError ? CODES[err.kind] : status.UNKNOWN;
+}
+
+export function toServiceError(err: unknown): Partial<ServiceError> {
+  const code = grpcCode(err);
+  const details = errorMessage(err);
+  return { code, details, message: details, metadata: new Metadata(), name: 'ServiceError' };
+}

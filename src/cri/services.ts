@@ -1,0 +1,10 @@
+// Every CRI service module, in one list: adding an rpc group means adding one line here.
+import type { DaemonContext } from '../daemon/context.js';
+import { mergeHandlers, type CriHandlers } from './server.js';
+import { runtimeInfoService } from './runtime-info.js';
+
+export function criHandlers(ctx: DaemonContext): CriHandlers {
+  return mergeHandlers([
+    runtimeInfoService(ctx),
+  ]);
+}

@@ -1,0 +1,15 @@
+// What the CRI services are given: configuration and the subsystems that do the work. Built once by
+// src/daemon/daemon.ts; src/cri modules only read it.
+import type { SkiffConfig } from '../config/config.js';
+import type { Logger } from '../log.js';
+import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
+import type { NetworkSettings } from '../net/settings.js';
+
+export interface DaemonContext {
+  config: SkiffConfig;
+  log: Logger;
+  handlers: RuntimeHandlers;
+  network: NetworkSettings;
+  /** Closed on shutdown, in reverse order of registration. */
+  onShutdown(fn: () => Promise<void> | void): void;
+}

@@ -1,0 +1,90 @@
+// `skiff daemon`: builds the subsystems, serves CRI on the unix socket, shuts down gracefully.
+// Stopping the daemon never stops containers: they belong to their conmon processes.
+import * as grpc from '@grpc/grpc-js';
+import { mkdir } from 'node:fs/promises';
+import type { SkiffConfig } from '../config/config.js';
+import { createLogger, type Logger } from '../log.js';
+import { createServer } from '../cri/server.js';
+import { criHandlers } from '../cri/services.js';
+import { RuntimeHandlers } from '../oci/runtime-handlers.js';
+import { NetworkSettings } from '../net/settings.js';
+import { systemdRunning } from '../cri/runtime-info.js';
+import { claimSocketPath, restrictSocket } from './socket.js';
+import type { DaemonContext } from './context.js';
+import { failedPrecondition, errorMessage } from '../errors.js';
+import { SKIFF_VERSION } from '../version.js';
+
+/** How long in-flight calls get to finish after SIGTERM before the server is closed hard. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+export interface RunningDaemon {
+  ctx: DaemonContext;
+  /** Stops accepting calls, lets in-flight ones finish, closes subsystems. */
+  shutdown(reason: string): Promise<void>;
+}
+
+async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: DaemonContext; closers: (() => Promise<void> | void)[] }> {
+  const closers: (() => Promise<void> | void)[] = [];
+  const network = new NetworkSettings(config.state);
+  await network.load();
+  const ctx: DaemonContext = {
+    config,
+    log,
+    handlers: new RuntimeHandlers(config),
+    network,
+    onShutdown: (fn) => closers.push(fn),
+  };
+  return { ctx, closers };
+}
+
+function bind(server: grpc.Server, socket: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+export async function startDaemon(config: SkiffConfig): Promise<RunningDaemon> {
+  const log = createLogger(config.logLevel);
+  if (config.cgroupDriver === 'systemd' && !(await systemdRunning())) {
+    throw failedPrecondition('cgroup_driver = "systemd" but systemd is not running on this host; use "cgroupfs"', {
+      file: config.configFile,
+    });
+  }
+  await mkdir(config.root, { recursive: true, mode: 0o711 });
+  await mkdir(config.state, { recursive: true, mode: 0o711 });
+  await claimSocketPath(config.socket);
+
+  const { ctx, closers } = await buildContext(config, log);
+  const server = createServer(criHandlers(ctx), log);
+  await bind(server, config.socket);
+  await restrictSocket(config.socket);
+  log.info({ socket: config.socket, root: config.root, state: config.state, version: SKIFF_VERSION }, 'skiff daemon serving CRI');
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ reason }, 'shutting down: no new calls, waiting for in-flight ones');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          log.warn('in-flight calls did not finish in time; closing connections');
+          server.forceShutdown();
+          resolve();
+        }, SHUTDOWN_GRACE_MS);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      for (const close of closers.reverse()) {
+        try {
+          await close();
+        } catch (err) {
+          log.error({ err: errorMessage(err) }, 'error while closing a subsystem');
+        }
+      }
+      log.info('stopped');
+    })();
+    return stopping;
+  };
+  return { ctx, shutdown };
+}
