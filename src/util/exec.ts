@@ -1,0 +1,80 @@
+// Runs short-lived host commands (mount, ip, runc state, …) with a timeout, bounded output, and the
+// whole process group killed on expiry. Not for long-lived children (conmon), nor for commands whose
+// descendants may keep stdout open: use files or 'ignore' for those (see src/oci).
+import { spawn } from 'node:child_process';
+import { deadlineExceeded, internal } from '../errors.js';
+
+export interface RunOptions {
+  timeoutMs?: number;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  input?: string | Buffer;
+  /** Output beyond this is dropped (the command still runs to the end). */
+  maxOutputBytes?: number;
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion; never rejects on a non-zero exit (see runChecked). */
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const { timeoutMs = 30_000, maxOutputBytes = 4 * 1024 * 1024 } = opts;
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let outLen = 0;
+    let errLen = 0;
+    child.stdout.on('data', (b: Buffer) => {
+      if (outLen < maxOutputBytes) out.push(b);
+      outLen += b.length;
+    });
+    child.stderr.on('data', (b: Buffer) => {
+      if (errLen < maxOutputBytes) err.push(b);
+      errLen += b.length;
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }, timeoutMs);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(internal(`cannot run ${cmd}: ${e.message}`, { command: cmd }, e));
+    });
+    // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting.
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      // Give already-buffered output a moment to arrive, then stop listening.
+      setImmediate(() => {
+        child.stdout.destroy();
+        child.stderr.destroy();
+        if (timedOut) {
+          reject(deadlineExceeded(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms`, { command: cmd }));
+          return;
+        }
+        resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+      });
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Like run, but a non-zero exit is an INTERNAL error carrying the command's stderr. */
+export async function runChecked(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const res = await run(cmd, args, opts);
+  if (res.code !== 0) {
+    const why = (res.stderr.trim() || res.stdout.trim() || `exit ${res.code ?? res.signal}`).slice(0, 2000);
+    throw internal(`${cmd} ${args.slice(0, 3).join(' ')} failed: ${why}`, { command: cmd });
+  }
+  return res;
+}
