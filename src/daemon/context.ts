@@ -4,12 +4,14 @@ import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import type { NetworkSettings } from '../net/settings.js';
+import type { EventBus } from '../events/bus.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
   log: Logger;
   handlers: RuntimeHandlers;
   network: NetworkSettings;
+  events: EventBus;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

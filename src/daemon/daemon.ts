@@ -8,6 +8,7 @@ import { createServer } from '../cri/server.js';
 import { criHandlers } from '../cri/services.js';
 import { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import { NetworkSettings } from '../net/settings.js';
+import { EventBus } from '../events/bus.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -32,6 +33,7 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     log,
     handlers: new RuntimeHandlers(config),
     network,
+    events: new EventBus(),
     onShutdown: (fn) => closers.push(fn),
   };
   return { ctx, closers };
