@@ -7,14 +7,19 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
-import { invalidArgument, errnoCode, unavailable } from '../errors.js';
+import { invalidArgument, errnoCode, unavailable, SkiffError } from '../errors.js';
 import { isDigest } from './reference.js';
 import { fsyncDir } from '../store/atomic.js';
 
 /** Something that can (re)open a blob's bytes; called again for each retry. */
 export type BlobSource = () => Promise<Readable>;
 
-export class DigestMismatchError extends Error {}
+/** The bytes a registry sent are not the blob asked for (short, long or different): retryable elsewhere. */
+export class DigestMismatchError extends SkiffError {
+  constructor(message: string) {
+    super('unavailable', message);
+  }
+}
 
 /** A Transform that hashes and counts what flows through, failing on excess over `size`. */
 export function verifier(digest: string, size: number | undefined): Transform & { finish(): void } {

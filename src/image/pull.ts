@@ -83,16 +83,22 @@ async function mapLimit<T>(items: T[], limit: number, fn: (item: T, i: number) =
   if (failed !== undefined) throw failed;
 }
 
-/** Downloads a blob into the content store, retrying a failed (short, corrupt) download once more. */
+/**
+ * Downloads a blob into the content store. A failed body (short, reset, wrong digest) is retried on the same
+ * endpoint, then the next one (mirrors before the upstream); nothing unverified is ever committed.
+ */
 async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, size: number, onBytes?: (n: number) => void): Promise<void> {
   let lastErr: unknown;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await job.content.ensure(digest, size, async () => (await client.fetch('blobs', digest)).body, onBytes);
-      return;
-    } catch (err) {
-      lastErr = err;
-      if (err instanceof SkiffError && err.kind !== 'unavailable') throw err;
+  for (const ep of client.endpointsFor('blobs')) {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await job.content.ensure(digest, size, async () => (await client.fetchFrom(ep, client.url(ep, 'blobs', digest), {})).body, onBytes);
+        return;
+      } catch (err) {
+        lastErr = err;
+        // a registry that does not have the blob, or refuses us, will not change its mind on a retry
+        if (err instanceof SkiffError && err.kind !== 'unavailable') break;
+      }
     }
   }
   throw lastErr instanceof Error ? lastErr : new Error(String(lastErr));

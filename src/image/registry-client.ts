@@ -106,17 +106,25 @@ export class RegistryClient {
    * the next, and NOT_FOUND is thrown only when every endpoint said so.
    */
   async fetch(kind: 'manifests' | 'blobs', ref: string, opts: FetchOptions = {}): Promise<RegistryResponse> {
-    const wanted = kind === 'manifests' ? 'resolve' : 'pull';
-    const eps = this.endpoints.filter((e) => e.capabilities.has(wanted) || !e.isMirror);
     let lastErr: unknown;
-    for (const ep of eps) {
+    for (const ep of this.endpointsFor(kind)) {
       try {
-        return await this.fetchFrom(ep, `${ep.base}/${this.repository}/${kind}/${ref}`, opts);
+        return await this.fetchFrom(ep, this.url(ep, kind, ref), opts);
       } catch (err) {
         lastErr = err;
       }
     }
     throw lastErr instanceof Error ? lastErr : unavailable(`no endpoint for ${this.registry}`);
+  }
+
+  /** Endpoints able to serve `kind`, mirrors first; the upstream is always last. */
+  endpointsFor(kind: 'manifests' | 'blobs'): RegistryEndpoint[] {
+    const wanted = kind === 'manifests' ? 'resolve' : 'pull';
+    return this.endpoints.filter((e) => e.capabilities.has(wanted) || !e.isMirror);
+  }
+
+  url(ep: RegistryEndpoint, kind: 'manifests' | 'blobs', ref: string): string {
+    return `${ep.base}/${this.repository}/${kind}/${ref}`;
   }
 
   /** Tries one endpoint with retries for transient failures. */
