@@ -189,12 +189,12 @@ export class ArchiveRegistry {
         res.writeHead(404).end();
         return;
       }
-      void this.archive.blob(m[2]!).then((b) => {
+      void this.archive.blob(m[2]).then((b) => {
         if (!b) {
           res.writeHead(404).end();
           return;
         }
-        const headers: Record<string, string | number> = { 'content-length': b.size, 'docker-content-digest': m[2]! };
+        const headers: Record<string, string | number> = { 'content-length': b.size, 'docker-content-digest': m[2] };
         if (m[1] === 'manifests' && b.mediaType) headers['content-type'] = b.mediaType;
         res.writeHead(200, headers);
         if (req.method === 'HEAD') res.end();

@@ -27,10 +27,10 @@ export function parseChallenges(header: string | string[] | undefined): Challeng
   let m: RegExpExecArray | null;
   while ((m = re.exec(text)) !== null && m[0] !== '') {
     if (m[2] === undefined && m[3] === undefined) {
-      current = { scheme: m[1]!.toLowerCase(), params: {} };
+      current = { scheme: m[1].toLowerCase(), params: {} };
       out.push(current);
     } else if (current) {
-      current.params[m[1]!.toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3]!;
+      current.params[m[1].toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3];
     }
   }
   return out;

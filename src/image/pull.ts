@@ -73,14 +73,14 @@ async function mapLimit<T>(items: T[], limit: number, fn: (item: T, i: number) =
     while (next < items.length && failed === undefined) {
       const i = next++;
       try {
-        await fn(items[i]!, i);
+        await fn(items[i], i);
       } catch (err) {
         failed ??= err;
       }
     }
   });
   await Promise.all(workers);
-  if (failed !== undefined) throw failed;
+  if (failed !== undefined) throw failed instanceof Error ? failed : new Error(String(failed));
 }
 
 /**
@@ -136,7 +136,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
 
   await mapLimit(manifest.layers, PARALLEL_LAYERS, async (layer, i) => {
     const p = progress?.layers[i];
-    if (job.snapshots.get(chainIds[i]!)) {
+    if (job.snapshots.get(chainIds[i])) {
       if (p) p.state = 'exists';
       return;
     }
@@ -145,7 +145,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     if (p) p.state = 'unpacking';
     // every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
     // overlay stacks them (rootfs.ts), where it is strict.
-    const snap = await job.snapshots.ensure(chainIds[i]!, async (fsDir) => {
+    const snap = await job.snapshots.ensure(chainIds[i], async (fsDir) => {
       const res = await unpackLayer(createReadStream(job.content.path(layer.digest)), fsDir, diffIds[i]);
       if (res.skippedDevices.length) job.log.warn({ layer: layer.digest, devices: res.skippedDevices.slice(0, 20) }, 'device nodes could not be created; skipped');
       return res;

@@ -61,7 +61,7 @@ export function parseReference(input: string): ImageReference {
   if (rest === '') bad(input, 'no repository name');
   const parts = rest.split('/');
   let registry = DEFAULT_REGISTRY;
-  if (parts.length > 1 && looksLikeHost(parts[0]!)) {
+  if (parts.length > 1 && looksLikeHost(parts[0])) {
     registry = parts.shift()!;
     if (!HOST_RE.test(registry)) bad(input, `registry host "${registry}" is not a valid host[:port]`);
     const port = /:(\d+)$/.exec(registry);

@@ -186,7 +186,7 @@ class LayerWriter {
       return;
     }
     await this.ensureParents(parts, h.name);
-    const base = parts[parts.length - 1]!;
+    const base = parts[parts.length - 1];
     const parentRel = parts.slice(0, -1).join('/');
     if (base === OPAQUE) {
       body.resume();

@@ -210,12 +210,12 @@ export async function dockerArchive(img: BuiltImage, repoTag: string): Promise<B
   const layerTars = img.layers.map((l) => (l.mediaType.endsWith('gzip') ? gunzipSync(l.data) : l.data));
   const entries: LayerEntry[] = [{ name: `${img.config.digest.slice(7)}.json`, content: img.config.data }];
   layerTars.forEach((t, i) => {
-    entries.push({ name: `${img.layers[i]!.diffId.slice(7)}`, type: 'directory' });
-    entries.push({ name: `${img.layers[i]!.diffId.slice(7)}/layer.tar`, content: t });
+    entries.push({ name: `${img.layers[i].diffId.slice(7)}`, type: 'directory' });
+    entries.push({ name: `${img.layers[i].diffId.slice(7)}/layer.tar`, content: t });
   });
   entries.push({
     name: 'manifest.json',
-    content: JSON.stringify([{ Config: `${img.config.digest.slice(7)}.json`, RepoTags: [repoTag], Layers: layerTars.map((_t, i) => `${img.layers[i]!.diffId.slice(7)}/layer.tar`) }]),
+    content: JSON.stringify([{ Config: `${img.config.digest.slice(7)}.json`, RepoTags: [repoTag], Layers: layerTars.map((_t, i) => `${img.layers[i].diffId.slice(7)}/layer.tar`) }]),
   });
   return tarOf(entries);
 }

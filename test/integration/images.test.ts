@@ -65,10 +65,10 @@ describe('PullImage / ListImages / ImageStatus against docker-registry', () => {
     expect(st.image!.id).toBe(img.config.digest);
     expect(st.image!.repo_tags).toEqual([busyboxName]);
     expect(st.image!.repo_digests).toEqual([`${plain.host}/library/busybox@${img.manifest.digest}`]);
-    expect(Number(st.image!.size)).toBe(img.config.size + img.layers[0]!.size);
+    expect(Number(st.image!.size)).toBe(img.config.size + img.layers[0].size);
     expect(st.image!.spec!.runtime_handler).toBe('runc');
     expect(st.image!.spec!.user_specified_image).toBe(busyboxName);
-    expect(JSON.parse(st.info.info!)).toMatchObject({ imageSpec: { config: { Cmd: ['sh'] } } });
+    expect(JSON.parse(st.info.info)).toMatchObject({ imageSpec: { config: { Cmd: ['sh'] } } });
     // every way kubelet and users name it resolves to the same image
     for (const name of [img.config.digest, img.config.digest.slice(7, 19), `${plain.host}/library/busybox@${img.manifest.digest}`]) {
       const s = await imageCall(d.client, 'ImageStatus', { image: { image: name } });
@@ -77,9 +77,9 @@ describe('PullImage / ListImages / ImageStatus against docker-registry', () => {
     const list = await imageCall(d.client, 'ListImages', {});
     expect(list.images.map((i) => i.id)).toEqual([img.config.digest]);
     const fs = await imageCall(d.client, 'ImageFsInfo', {});
-    expect(Number(fs.image_filesystems[0]!.used_bytes!.value)).toBeGreaterThan(img.layers[0]!.size);
-    expect(Number(fs.image_filesystems[0]!.inodes_used!.value)).toBeGreaterThan(5);
-    expect(fs.container_filesystems[0]!.fs_id!.mountpoint).toContain('rootfs');
+    expect(Number(fs.image_filesystems[0].used_bytes!.value)).toBeGreaterThan(img.layers[0].size);
+    expect(Number(fs.image_filesystems[0].inodes_used!.value)).toBeGreaterThan(5);
+    expect(fs.container_filesystems[0].fs_id!.mountpoint).toContain('rootfs');
     // unpacked exactly once into a chain-ID snapshot, with its symlinks
     const snaps = await filesUnder(join(d.root, 'images/runc/snapshots'));
     expect(snaps).toContain('1/fs/bin/busybox');
@@ -206,11 +206,11 @@ async function scripted(manifests: Record<string, Blob>, blobs: Record<string, (
     seen.push(req);
     const m = /^\/v2\/.+\/(manifests|blobs)\/([^/]+)$/.exec(req.url ?? '');
     if (req.url === '/v2/') return void res.writeHead(200).end('{}');
-    if (m?.[1] === 'manifests' && manifests[m[2]!]) {
-      const b = manifests[m[2]!]!;
+    if (m?.[1] === 'manifests' && manifests[m[2]]) {
+      const b = manifests[m[2]];
       return void res.writeHead(200, { 'content-type': b.mediaType, 'content-length': b.size }).end(b.data);
     }
-    if (m?.[1] === 'blobs' && blobs[m[2]!]) return blobs[m[2]!]!(req, res);
+    if (m?.[1] === 'blobs' && blobs[m[2]]) return blobs[m[2]](req, res);
     res.writeHead(404).end();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
@@ -235,17 +235,17 @@ describe('registries that misbehave', () => {
   });
 
   it('a blob whose content does not match its digest fails the pull and stores nothing', async () => {
-    const bad = Buffer.from(img.layers[0]!.data);
+    const bad = Buffer.from(img.layers[0].data);
     bad[bad.length - 10] ^= 0xff;
-    const s = await scripted({ v1: img.manifest }, { [img.config.digest]: serve(img.config), [img.layers[0]!.digest]: serve(img.layers[0]!, bad) });
+    const s = await scripted({ v1: img.manifest }, { [img.config.digest]: serve(img.config), [img.layers[0].digest]: serve(img.layers[0], bad) });
     try {
       const d = await daemon();
       const e = await errOf(pull(d, `${s.host}/x/y:v1`));
       expect(e.code).not.toBe(-1);
-      expect(e.details).toContain(img.layers[0]!.digest);
+      expect(e.details).toContain(img.layers[0].digest);
       expect((await imageCall(d.client, 'ListImages', {})).images).toEqual([]);
       const blobs = await filesUnder(join(d.root, 'images/runc/blobs/sha256'));
-      expect(blobs).not.toContain(img.layers[0]!.digest.slice(7));
+      expect(blobs).not.toContain(img.layers[0].digest.slice(7));
       expect(await filesUnder(join(d.root, 'images/runc/ingest'))).toEqual([]);
       expect(await filesUnder(join(d.root, 'images/runc/snapshots'))).toEqual([]);
     } finally {
@@ -255,7 +255,7 @@ describe('registries that misbehave', () => {
 
   it('a truncated blob is retried, then fails without committing anything', async () => {
     let calls = 0;
-    const l = img.layers[0]!;
+    const l = img.layers[0];
     const s = await scripted(
       { v1: img.manifest },
       {
@@ -288,13 +288,13 @@ describe('registries that misbehave', () => {
   });
 
   it('follows a redirect to blob storage without sending the registry credentials there', async () => {
-    const storage = await scripted({}, { [img.layers[0]!.digest]: serve(img.layers[0]!) });
+    const storage = await scripted({}, { [img.layers[0].digest]: serve(img.layers[0]) });
     const storageUrl = (req: IncomingMessage) => `http://${storage.host}${req.url}`;
     const s = await scripted(
       { v1: img.manifest },
       {
         [img.config.digest]: serve(img.config),
-        [img.layers[0]!.digest]: (req, res) => {
+        [img.layers[0].digest]: (req, res) => {
           if (req.headers.authorization !== `Basic ${Buffer.from('u:p').toString('base64')}`) {
             return void res.writeHead(401, { 'www-authenticate': 'Basic realm="x"' }).end();
           }
@@ -368,7 +368,7 @@ describe('per-handler stores, removal, GC, restart, load', () => {
     await imageCall(d.client, 'RemoveImage', { image: { image: a.config.digest } });
     const blobs = await filesUnder(join(d.root, 'images/runc/blobs/sha256'));
     expect(blobs).toContain(shared.digest.slice(7));
-    expect(blobs).not.toContain(a.layers[1]!.digest.slice(7));
+    expect(blobs).not.toContain(a.layers[1].digest.slice(7));
     expect(blobs).not.toContain(a.config.digest.slice(7));
     const snaps = await filesUnder(join(d.root, 'images/runc/snapshots'));
     expect(snaps.filter((f) => /^\d+\/fs\/(shared|a|b)$/.test(f)).map((f) => f.split('/')[2]).sort()).toEqual(['b', 'shared']);
@@ -388,7 +388,7 @@ describe('per-handler stores, removal, GC, restart, load', () => {
     const d2 = await daemon({ dir });
     const list = await imageCall(d2.client, 'ListImages', {});
     expect(list.images).toHaveLength(2);
-    expect(list.images[0]!.repo_tags).toEqual([busyboxName]);
+    expect(list.images[0].repo_tags).toEqual([busyboxName]);
   });
 
   it('skiff load imports OCI and docker-save archives under their own names', async () => {
