@@ -8,7 +8,7 @@ import type { SnapshotStore } from './snapshots.js';
 import { chainIds as computeChainIds } from './snapshots.js';
 import { RegistryClient, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
 import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform } from './manifest.js';
-import { invalidArgument, SkiffError } from '../errors.js';
+import { invalidArgument, SkiffError, errorMessage } from '../errors.js';
 import type { ImageReference } from './reference.js';
 import type { RegistryEndpoint } from './hosts.js';
 import type { Credentials } from './auth.js';
@@ -80,7 +80,7 @@ async function mapLimit<T>(items: T[], limit: number, fn: (item: T, i: number) =
     }
   });
   await Promise.all(workers);
-  if (failed !== undefined) throw failed instanceof Error ? failed : new Error(String(failed));
+  if (failed !== undefined) throw failed instanceof Error ? failed : new Error(errorMessage(failed));
 }
 
 /**
