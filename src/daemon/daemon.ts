@@ -9,6 +9,7 @@ import { criHandlers } from '../cri/services.js';
 import { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import { NetworkSettings } from '../net/settings.js';
 import { EventBus } from '../events/bus.js';
+import { ImageService } from '../image/images.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -28,10 +29,15 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   const closers: (() => Promise<void> | void)[] = [];
   const network = new NetworkSettings(config.state);
   await network.load();
+  const handlers = new RuntimeHandlers(config);
+  const images = new ImageService(config, handlers, log);
+  await images.init();
+  closers.push(() => images.close());
   const ctx: DaemonContext = {
     config,
     log,
-    handlers: new RuntimeHandlers(config),
+    handlers,
+    images,
     network,
     events: new EventBus(),
     onShutdown: (fn) => closers.push(fn),

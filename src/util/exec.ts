@@ -53,8 +53,10 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting.
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      // Give already-buffered output a moment to arrive, then stop listening.
-      setImmediate(() => {
+      // Let output already in the pipes arrive (the pipes end unless a grandchild holds them), but never
+      // wait on a pipe a background descendant keeps open: at most 200 ms after exit.
+      const ended = (s: NodeJS.ReadableStream) => new Promise<void>((r) => (s as NodeJS.ReadableStream & { readableEnded: boolean }).readableEnded ? r() : s.once('end', () => r()).once('close', () => r()));
+      void Promise.race([Promise.all([ended(child.stdout), ended(child.stderr)]), new Promise((r) => setTimeout(r, 200))]).then(() => {
         child.stdout.destroy();
         child.stderr.destroy();
         if (timedOut) {
