@@ -2,9 +2,11 @@
 import type { DaemonContext } from '../daemon/context.js';
 import { mergeHandlers, type CriHandlers } from './server.js';
 import { runtimeInfoService } from './runtime-info.js';
+import { podService } from './pod-service.js';
 
 export function criHandlers(ctx: DaemonContext): CriHandlers {
   return mergeHandlers([
     runtimeInfoService(ctx),
+    podService(ctx),
   ]);
 }

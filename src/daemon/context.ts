@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import type { NetworkSettings } from '../net/settings.js';
 import type { EventBus } from '../events/bus.js';
+import type { PodManager } from '../sandbox/manager.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
@@ -12,6 +13,8 @@ export interface DaemonContext {
   handlers: RuntimeHandlers;
   network: NetworkSettings;
   events: EventBus;
+  /** pod sandboxes: lifecycle, index (get/list), hooks for the containers module (setChildren) */
+  pods: PodManager;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

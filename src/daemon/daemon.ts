@@ -9,6 +9,7 @@ import { criHandlers } from '../cri/services.js';
 import { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import { NetworkSettings } from '../net/settings.js';
 import { EventBus } from '../events/bus.js';
+import { PodManager } from '../sandbox/manager.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -28,12 +29,14 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   const closers: (() => Promise<void> | void)[] = [];
   const network = new NetworkSettings(config.state);
   await network.load();
+  const handlers = new RuntimeHandlers(config);
   const ctx: DaemonContext = {
     config,
     log,
-    handlers: new RuntimeHandlers(config),
+    handlers,
     network,
     events: new EventBus(),
+    pods: await PodManager.open(config, handlers, log),
     onShutdown: (fn) => closers.push(fn),
   };
   return { ctx, closers };

@@ -20,6 +20,9 @@ export interface RunResult {
   stderr: string;
 }
 
+/** How long output may trail the exit of a command (a grandchild holding the pipe must not block us). */
+const OUTPUT_GRACE_MS = 250;
+
 /** Runs a command to completion; never rejects on a non-zero exit (see runChecked). */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const { timeoutMs = 30_000, maxOutputBytes = 4 * 1024 * 1024 } = opts;
@@ -50,11 +53,20 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       clearTimeout(timer);
       reject(internal(`cannot run ${cmd}: ${e.message}`, { command: cmd }, e));
     });
-    // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting.
+    let outEnded = false;
+    let errEnded = false;
+    child.stdout.once('end', () => (outEnded = true));
+    child.stderr.once('end', () => (errEnded = true));
+    // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting. Output still in the
+    // pipe when the process exits arrives after 'exit': wait for EOF, but at most OUTPUT_GRACE_MS.
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      // Give already-buffered output a moment to arrive, then stop listening.
-      setImmediate(() => {
+      const graceEnd = Date.now() + OUTPUT_GRACE_MS;
+      const finish = () => {
+        if (!(outEnded && errEnded) && Date.now() < graceEnd) {
+          setTimeout(finish, 2);
+          return;
+        }
         child.stdout.destroy();
         child.stderr.destroy();
         if (timedOut) {
@@ -62,7 +74,8 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
           return;
         }
         resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
-      });
+      };
+      setImmediate(finish);
     });
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
