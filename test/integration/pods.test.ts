@@ -167,3 +167,183 @@ describe('pod sandboxes on a CNI bridge', () => {
     expect(await leftovers(d2, net)).toEqual([]);
   });
 });
+
+describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
+  it('a hostNetwork pod has no netns, no CNI call, an empty network status, and echoes its namespace options', async () => {
+    // no CNI config at all: only hostNetwork pods may run
+    const dir = await makeScratchDir('skiff-pods-');
+    const d = await startDaemon({ dir, config: `cgroup_parent = "${CGROUP_TOP}"\n[cni]\nconf_dir = "${join(dir, 'none')}"\n` });
+    daemons.push(d);
+    const refused = await runtimeCall(d.client, 'RunPodSandbox', { config: podConfig() }).catch((e: { code: number; details: string }) => e);
+    expect(refused).toMatchObject({ code: status.FAILED_PRECONDITION });
+    expect((refused as { details: string }).details).toContain('only hostNetwork pods');
+    const asked = { network: 'NODE', pid: 'NODE', ipc: 'NODE', target_id: '', userns_options: null } as const;
+    const cfg = podConfig({}, true);
+    cfg.linux!.security_context = { namespace_options: asked };
+    const id = await run(d, cfg);
+    for (let i = 0; i < 2; i++) {
+      const s = await podStatus(d, id, true);
+      expect(s.status!.network).toEqual({ ip: '', additional_ips: [] });
+      expect(s.status!.linux!.namespaces!.options).toEqual(asked);
+      const info = JSON.parse(s.info.info) as { namespaces: Record<string, unknown>; cniResult: unknown; files: { shm: string; hosts: string } };
+      expect(info.namespaces).toEqual({});
+      expect(info.cniResult).toBeNull();
+      expect(info.files.shm).toBe('/dev/shm');
+      // the pod's hosts file is the host's: its processes see the host's network
+      expect(await readFile(info.files.hosts, 'utf8')).toBe(await readFile('/etc/hosts', 'utf8'));
+    }
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: id });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    expect(await readdir(join(d.state, 'pods'))).toEqual([]);
+  });
+
+  it('applies namespaced sysctls inside the pod and rejects the others without touching the host', async () => {
+    const { d, net } = await netDaemon();
+    const hostRange = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8');
+    const cfg = podConfig();
+    cfg.linux!.sysctls = { 'net.ipv4.ip_local_port_range': '20000 20100', 'kernel.shmmni': '1234' };
+    const id = await run(d, cfg);
+    const netns = await netnsOf(d, id);
+    const inPod = await sh('nsenter', [`--net=${netns}`, 'cat', '/proc/sys/net/ipv4/ip_local_port_range']);
+    expect(inPod.stdout.trim().split(/\s+/)).toEqual(['20000', '20100']);
+    expect(await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).toBe(hostRange);
+    const ipcns = (JSON.parse((await podStatus(d, id, true)).info.info) as { namespaces: { ipc: string } }).namespaces.ipc;
+    expect((await sh('nsenter', [`--ipc=${ipcns}`, 'cat', '/proc/sys/kernel/shmmni'])).stdout.trim()).toBe('1234');
+
+    const bad: [Record<string, string>, boolean][] = [
+      [{ 'kernel.hostname': 'x' }, false],
+      [{ 'vm.swappiness': '1' }, false],
+      [{ 'net.ipv4.ip_forward': '0' }, true],
+      [{ 'kernel.shmmax': '1' }, true],
+      [{ '../../etc/passwd': 'x' }, false],
+    ];
+    for (const [sysctls, hostNamespaces] of bad) {
+      const c = podConfig({}, hostNamespaces);
+      if (hostNamespaces) c.linux!.security_context!.namespace_options!.ipc = 'NODE';
+      c.linux!.sysctls = sysctls;
+      expect(await codeOf(run(d, c)), JSON.stringify(sysctls)).toBe(status.INVALID_ARGUMENT);
+    }
+    expect(await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8')).toBe('1\n');
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    expect(await leftovers(d, net)).toEqual([]);
+  });
+
+  it('takes any UTF-8 name (CJK, emoji), refuses a duplicate name and an unknown runtime handler', async () => {
+    const { d, net } = await netDaemon();
+    const names = ['ポッド-テスト', '🚀🐳-pod', 'a;b=c d'];
+    const ids: string[] = [];
+    for (const name of names) {
+      ids.push(await run(d, podConfig({ metadata: { name, namespace: '名前空間', uid: name, attempt: 0 } })));
+    }
+    for (const [i, id] of ids.entries()) {
+      expect(id).toMatch(/^[0-9a-f]{64}$/);
+      expect((await podStatus(d, id)).status!.metadata!.name).toBe(names[i]);
+    }
+    const dup = podConfig({ metadata: { name: names[0], namespace: '名前空間', uid: names[0], attempt: 0 } });
+    expect(await codeOf(run(d, dup))).toBe(status.ALREADY_EXISTS);
+    const unknown = await run(d, podConfig(), 'no-such-handler').catch((e: { code: number; details: string }) => e);
+    expect(unknown).toMatchObject({ code: status.INVALID_ARGUMENT });
+    expect((unknown as { details: string }).details).toContain('no-such-handler');
+    expect((await podStatus(d, await run(d, podConfig(), 'crun'))).status!.runtime_handler).toBe('crun');
+    for (const p of (await runtimeCall(d.client, 'ListPodSandbox', {})).items) await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id });
+    expect(await leftovers(d, net)).toEqual([]);
+  });
+
+  it('holds a pod-shared PID namespace with catatonit, killed on stop', async () => {
+    const { d, net } = await netDaemon();
+    const cfg = podConfig();
+    cfg.linux!.security_context!.namespace_options!.pid = 'POD';
+    const id = await run(d, cfg);
+    const info = JSON.parse((await podStatus(d, id, true)).info.info) as { pid: number; namespaces: { pid: string } };
+    expect(await readFile(`/proc/${info.pid}/comm`, 'utf8')).toBe('catatonit\n');
+    const inside = await sh('nsenter', [`--pid=${info.namespaces.pid}`, '--', 'sh', '-c', 'echo $$'], 5000);
+    expect(inside.code).toBe(0);
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: id });
+    const comm = await readFile(`/proc/${info.pid}/comm`, 'utf8').catch(() => 'gone');
+    expect(comm).not.toBe('catatonit\n');
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    expect(await leftovers(d, net)).toEqual([]);
+  });
+});
+
+describe('pod sandboxes: teardown never leaks', () => {
+  it('failed runs (missing plugin after bridge, bad conflist) leave no netns, veth, lease, mount or cgroup', async () => {
+    const dir = await makeScratchDir('skiff-pods-');
+    const net = await makeNetwork(dir, { extraPlugins: [{ type: 'skpod-no-such-plugin' }] });
+    networks.push(net);
+    const d = await startDaemon({ dir, config: `cgroup_parent = "${CGROUP_TOP}"\n[cni]\nconf_dir = "${net.confDir}"\n` });
+    daemons.push(d);
+    const failed = await run(d, podConfig()).catch((e: { code: number; details: string }) => e);
+    expect(failed).toMatchObject({ code: status.FAILED_PRECONDITION });
+    expect((failed as { details: string }).details).toContain('skpod-no-such-plugin');
+    expect(await leftovers(d, net)).toEqual([]);
+    // a conflist that is not JSON
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(join(net.confDir, '10-skpod.conflist'), '{ "cniVersion": "1.0.0", "name": ');
+    expect(await codeOf(run(d, podConfig()))).toBe(status.FAILED_PRECONDITION);
+    expect((await runtimeCall(d.client, 'ListPodSandbox', {})).items).toEqual([]);
+    expect(await leftovers(d, net)).toEqual([]);
+  });
+
+  it('ten concurrent Stop/Remove calls on one pod all succeed; many pods stop and go without a trace', async () => {
+    const { d, net } = await netDaemon();
+    const ids = await Promise.all(Array.from({ length: 6 }, () => run(d, podConfig())));
+    const calls = Array.from({ length: 10 }, (_, i) =>
+      runtimeCall(d.client, i % 2 ? 'RemovePodSandbox' : 'StopPodSandbox', { pod_sandbox_id: ids[0]! }),
+    );
+    await Promise.all(calls);
+    await Promise.all(ids.slice(1).map((id) => runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: id })));
+    await Promise.all(ids.map((id) => runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id })));
+    // again: already gone is fine
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: ids[0]! });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: ids[0]! });
+    expect(await leftovers(d, net)).toEqual([]);
+  });
+
+  it('a cancelled RunPodSandbox leaves either a whole pod or nothing', async () => {
+    const { d, net } = await netDaemon();
+    for (const ms of [5, 30, 80]) {
+      await runtimeCall(d.client, 'RunPodSandbox', { config: podConfig() }, ms).catch(() => undefined);
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    const pods = (await runtimeCall(d.client, 'ListPodSandbox', {})).items;
+    for (const p of pods) expect(p.state).toBe('SANDBOX_READY');
+    for (const p of pods) await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id });
+    expect(await leftovers(d, net)).toEqual([]);
+  });
+
+  it('a damaged or half-built record found at start-up is logged and cleaned, never fatal', async () => {
+    const { d, net } = await netDaemon();
+    const good = await run(d, podConfig());
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(join(d.root, 'pods', `${'ab'.repeat(32)}.json`), '{"id": "abab');
+    await d.stop('SIGKILL');
+    daemons.splice(daemons.indexOf(d), 1);
+    const d2 = await startDaemon({ dir: d.dir, config: await readFile(d.configFile, 'utf8') });
+    daemons.push(d2);
+    expect(d2.logs()).toContain('damaged pod record moved aside');
+    expect((await runtimeCall(d2.client, 'ListPodSandbox', {})).items.map((p) => p.id)).toEqual([good]);
+    await runtimeCall(d2.client, 'RemovePodSandbox', { pod_sandbox_id: good });
+    expect(await leftovers(d2, net)).toEqual([]);
+  });
+});
+
+describe('pod sandboxes: port mappings', () => {
+  it('a hostPort mapping reaches a listener inside the pod over loopback (portmap)', async () => {
+    const { d, net } = await netDaemon({ portmap: true });
+    const hostPort = 30000 + Math.floor(Math.random() * 20000);
+    const id = await run(d, podConfig({ port_mappings: [{ protocol: 'TCP', container_port: 8080, host_port: hostPort, host_ip: '' }] }));
+    const stopListener = await listenIn(await netnsOf(d, id), 8080);
+    try {
+      const r = await sh(NODE, ['-e', CONNECT('127.0.0.1', hostPort)]);
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('hello');
+    } finally {
+      stopListener();
+    }
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    const nat = await sh('iptables', ['-w', '5', '-t', 'nat', '-S']);
+    expect(nat.stdout).not.toContain(`--dport ${hostPort}`);
+    expect(await leftovers(d, net)).toEqual([]);
+  });
+});
