@@ -6,6 +6,7 @@ import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import type { NetworkSettings } from '../net/settings.js';
 import type { EventBus } from '../events/bus.js';
 import type { ImageService } from '../image/images.js';
+import type { PodManager } from '../sandbox/manager.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
@@ -15,6 +16,8 @@ export interface DaemonContext {
   events: EventBus;
   /** Images per runtime handler, and container root filesystems (src/image/images.ts). */
   images: ImageService;
+  /** pod sandboxes: lifecycle, index (get/list), hooks for the containers module (setChildren) */
+  pods: PodManager;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

@@ -10,6 +10,7 @@ import { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import { NetworkSettings } from '../net/settings.js';
 import { EventBus } from '../events/bus.js';
 import { ImageService } from '../image/images.js';
+import { PodManager } from '../sandbox/manager.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -40,6 +41,7 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     images,
     network,
     events: new EventBus(),
+    pods: await PodManager.open(config, handlers, log),
     onShutdown: (fn) => closers.push(fn),
   };
   return { ctx, closers };
