@@ -53,7 +53,7 @@ export function devicesFromAnnotations(annotations: Record<string, string> | und
   const out: string[] = [];
   for (const key of Object.keys(annotations).sort()) {
     if (!key.startsWith(CDI_ANNOTATION_PREFIX)) continue;
-    for (const part of annotations[key]!.split(',')) {
+    for (const part of annotations[key].split(',')) {
       const name = part.trim();
       if (name !== '') out.push(name);
     }

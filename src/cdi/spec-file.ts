@@ -241,7 +241,7 @@ export function checkSpec(doc: unknown): { problems: Problem[]; spec?: CdiSpec; 
 /** The offset in the text that a path points at, using the YAML node tree (JSON parses as YAML too). */
 function offsetOf(root: Node | null | undefined, path: Path, atKey: boolean): number | undefined {
   let node: unknown = root;
-  let best: number | undefined = (root as Node | null | undefined)?.range?.[0];
+  let best: number | undefined = (root)?.range?.[0];
   for (const [i, seg] of path.entries()) {
     const last = i === path.length - 1;
     if (isMap(node)) {
@@ -285,7 +285,7 @@ export function parseSpecFile(path: string, text: string): ParsedSpecFile {
     }
   }
   if (doc.errors.length > 0) {
-    const e = doc.errors[0]!;
+    const e = doc.errors[0];
     return { errors: [{ path, line: lines.linePos(e.pos[0]).line, message: `invalid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${e.message.split('\n')[0]}` }] };
   }
   const value: unknown = doc.toJS({ maxAliasCount: 100 });

@@ -33,14 +33,14 @@ describe('CDI spec file parsing', () => {
   it('names the line of a YAML syntax error', () => {
     const r = parseSpecFile('/etc/cdi/bad.yaml', 'cdiVersion: "0.3.0"\nkind: a.com/b\ndevices:\n  - name: [oops\n');
     expect(r.spec).toBeUndefined();
-    expect(r.errors[0]!.path).toBe('/etc/cdi/bad.yaml');
-    expect(r.errors[0]!.line).toBeGreaterThanOrEqual(4);
+    expect(r.errors[0].path).toBe('/etc/cdi/bad.yaml');
+    expect(r.errors[0].line).toBeGreaterThanOrEqual(4);
   });
 
   it('names the line of a JSON syntax error', () => {
     const r = parseSpecFile('/etc/cdi/bad.json', '{\n  "cdiVersion": "0.3.0",\n  "kind": "a.com/b",\n  "devices": [,]\n}\n');
     expect(r.errors[0]).toMatchObject({ path: '/etc/cdi/bad.json', line: 4 });
-    expect(r.errors[0]!.message).toContain('invalid JSON');
+    expect(r.errors[0].message).toContain('invalid JSON');
   });
 
   it('points a validation error at the offending line', () => {
@@ -48,7 +48,7 @@ describe('CDI spec file parsing', () => {
     const r = parseSpecFile('/etc/cdi/v.yaml', text);
     expect(r.errors).toHaveLength(1);
     expect(r.errors[0]).toMatchObject({ line: 7, kind: 'a.com/b' });
-    expect(r.errors[0]!.message).toContain('must be absolute');
+    expect(r.errors[0].message).toContain('must be absolute');
   });
 
   it.each([
@@ -60,7 +60,7 @@ describe('CDI spec file parsing', () => {
   ])('checks fields against cdiVersion: %s', (_t, version, device, needed) => {
     const r = parseSpecFile('/a.json', JSON.stringify({ cdiVersion: version, kind: 'a.com/b', devices: [device] }));
     expect(r.errors).toHaveLength(1);
-    expect(r.errors[0]!.message).toContain(`needs at least ${needed}`);
+    expect(r.errors[0].message).toContain(`needs at least ${needed}`);
     const ok = parseSpecFile('/a.json', JSON.stringify({ cdiVersion: needed, kind: 'a.com/b', devices: [device] }));
     expect(ok.errors).toEqual([]);
   });
@@ -110,7 +110,7 @@ describe('CDI registry', () => {
     await writeFile(join(etc, 'a.json'), spec('a.com/b', 'd', 'FROM=etc'));
     await writeFile(join(run, 'a.json'), spec('a.com/b', 'd', 'FROM=run'));
     const r = await new CdiRegistry([etc, run]).resolve(['a.com/b=d']);
-    expect(r.edits[0]!.env).toEqual(['FROM=run']);
+    expect(r.edits[0].env).toEqual(['FROM=run']);
   });
 
   it('reports a device defined in two files of one dir as a conflict naming both', async () => {
@@ -124,7 +124,7 @@ describe('CDI registry', () => {
     expect((err as SkiffError).message).toContain(join(etc, 'two.yaml'));
     // a later dir resolves the conflict by overriding
     await writeFile(join(run, 'fix.json'), spec('a.com/b', 'd', 'X=3'));
-    expect((await reg.resolve(['a.com/b=d'])).edits[0]!.env).toEqual(['X=3']);
+    expect((await reg.resolve(['a.com/b=d'])).edits[0].env).toEqual(['X=3']);
   });
 
   it('keeps good files usable next to a broken one, and names the broken file and line for an unknown device', async () => {
@@ -144,11 +144,11 @@ describe('CDI registry', () => {
     const file = join(etc, 'a.json');
     await writeFile(file, spec('a.com/b', 'd', 'V=1'));
     const reg = new CdiRegistry([etc]);
-    expect((await reg.resolve(['a.com/b=d'])).edits[0]!.env).toEqual(['V=1']);
+    expect((await reg.resolve(['a.com/b=d'])).edits[0].env).toEqual(['V=1']);
     await writeFile(file, spec('a.com/b', 'd', 'V=22'));
     const later = new Date(Date.now() + 5000);
     await utimes(file, later, later);
-    expect((await reg.resolve(['a.com/b=d'])).edits[0]!.env).toEqual(['V=22']);
+    expect((await reg.resolve(['a.com/b=d'])).edits[0].env).toEqual(['V=22']);
     await rm(file);
     await expect(reg.resolve(['a.com/b=d'])).rejects.toThrow(/unresolvable/);
   });
@@ -180,7 +180,7 @@ describe('CDI OCI edits', () => {
 
   it('reads type and numbers of a device node from the host (/dev/null is c 1:3)', async () => {
     const [e] = await completeDeviceNodes([{ deviceNodes: [{ path: '/dev/mynull', hostPath: '/dev/null' }] }]);
-    expect(e!.deviceNodes![0]).toMatchObject({ path: '/dev/mynull', type: 'c', major: 1, minor: 3, fileMode: 0o666 });
+    expect(e.deviceNodes![0]).toMatchObject({ path: '/dev/mynull', type: 'c', major: 1, minor: 3, fileMode: 0o666 });
     await expect(completeDeviceNodes([{ deviceNodes: [{ path: '/dev/nope-skiff' }] }])).rejects.toThrow(/nope-skiff/);
     await expect(completeDeviceNodes([{ deviceNodes: [{ path: '/etc/hostname' }] }])).rejects.toThrow(/not a device/);
   });
