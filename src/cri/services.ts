@@ -2,9 +2,11 @@
 import type { DaemonContext } from '../daemon/context.js';
 import { mergeHandlers, type CriHandlers } from './server.js';
 import { runtimeInfoService } from './runtime-info.js';
+import { eventsService } from './events-service.js';
 
 export function criHandlers(ctx: DaemonContext): CriHandlers {
   return mergeHandlers([
     runtimeInfoService(ctx),
+    eventsService(ctx),
   ]);
 }

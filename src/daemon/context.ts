@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import type { NetworkSettings } from '../net/settings.js';
 import type { EventBus } from '../events/bus.js';
+import type { ContainerEventFeed } from '../events/container-events.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
@@ -12,6 +13,8 @@ export interface DaemonContext {
   handlers: RuntimeHandlers;
   network: NetworkSettings;
   events: EventBus;
+  /** GetContainerEvents subscribers: bus events completed with pod/container statuses. */
+  containerEvents: ContainerEventFeed;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

@@ -9,6 +9,7 @@ import { criHandlers } from '../cri/services.js';
 import { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import { NetworkSettings } from '../net/settings.js';
 import { EventBus } from '../events/bus.js';
+import { ContainerEventFeed } from '../events/container-events.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -28,12 +29,16 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   const closers: (() => Promise<void> | void)[] = [];
   const network = new NetworkSettings(config.state);
   await network.load();
+  const events = new EventBus();
+  const containerEvents = new ContainerEventFeed(events, (err, e) => log.warn({ err, container: e.containerId }, 'event status lookup failed'));
+  closers.push(() => containerEvents.close());
   const ctx: DaemonContext = {
     config,
     log,
     handlers: new RuntimeHandlers(config),
     network,
-    events: new EventBus(),
+    events,
+    containerEvents,
     onShutdown: (fn) => closers.push(fn),
   };
   return { ctx, closers };
