@@ -3,10 +3,12 @@ import type { DaemonContext } from '../daemon/context.js';
 import { mergeHandlers, type CriHandlers } from './server.js';
 import { runtimeInfoService } from './runtime-info.js';
 import { eventsService } from './events-service.js';
+import { statsService } from './stats-service.js';
 
 export function criHandlers(ctx: DaemonContext): CriHandlers {
   return mergeHandlers([
     runtimeInfoService(ctx),
     eventsService(ctx),
+    statsService(ctx),
   ]);
 }

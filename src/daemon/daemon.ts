@@ -10,6 +10,9 @@ import { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import { NetworkSettings } from '../net/settings.js';
 import { EventBus } from '../events/bus.js';
 import { ContainerEventFeed } from '../events/container-events.js';
+import { StatsService } from '../stats/service.js';
+import { CdiRegistry } from '../cdi/registry.js';
+import { IdmapDetector } from '../oci/idmap.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -39,6 +42,9 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     network,
     events,
     containerEvents,
+    stats: new StatsService({ cgroupDriver: config.cgroupDriver }),
+    cdi: new CdiRegistry(config.cdi.specDirs),
+    idmap: new IdmapDetector(),
     onShutdown: (fn) => closers.push(fn),
   };
   return { ctx, closers };
