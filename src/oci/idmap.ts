@@ -6,7 +6,7 @@ import { release } from 'node:os';
 import type { ResolvedHandler } from './runtime-handlers.js';
 import type { IDMapping__Output } from '../gen/runtime/v1/IDMapping.js';
 import type { Mount__Output } from '../gen/runtime/v1/Mount.js';
-import type { UserNamespace__Output } from '../gen/runtime/v1/UserNamespace.js';
+import type { IdMapping } from '../store/records.js';
 import { run } from '../util/exec.js';
 import { errorMessage, failedPrecondition, invalidArgument } from '../errors.js';
 
@@ -136,12 +136,14 @@ export function mountIdMappings(m: Pick<Mount__Output, 'uidMappings' | 'gidMappi
   return { uidMappings: checkMappings(uids, `mount ${m.container_path} uidMappings`), gidMappings: checkMappings(gids, `mount ${m.container_path} gidMappings`) };
 }
 
-/** The user namespace part of a pod/container spec: undefined for NODE mode (host user namespace). */
-export function userNamespaceSpec(u: UserNamespace__Output | null | undefined): { uidMappings: OciIdMapping[]; gidMappings: OciIdMapping[] } | undefined {
-  if (!u || u.mode === 'NODE') return undefined;
-  if (u.mode !== 'POD') throw invalidArgument(`user namespace mode ${u.mode} is not supported (use POD or NODE)`);
-  if (u.uids.length === 0 || u.gids.length === 0) throw invalidArgument('user namespace mode POD needs uid and gid mappings');
-  return { uidMappings: checkMappings(u.uids, 'userns uids'), gidMappings: checkMappings(u.gids, 'userns gids') };
+/**
+ * The user namespace of a container in a POD-mode userns pod: the pod's mappings (validated when the pod
+ * was created, stored in its record) in OCI form. undefined = the host user namespace.
+ */
+export function podUserNamespace(pod: { uidMappings?: IdMapping[]; gidMappings?: IdMapping[] }): { uidMappings: OciIdMapping[]; gidMappings: OciIdMapping[] } | undefined {
+  if (!pod.uidMappings?.length || !pod.gidMappings?.length) return undefined;
+  const oci = (l: IdMapping[]) => l.map((m) => ({ containerID: m.containerId, hostID: m.hostId, size: m.size }));
+  return { uidMappings: oci(pod.uidMappings), gidMappings: oci(pod.gidMappings) };
 }
 
 /**

@@ -1,7 +1,7 @@
 // Idmapped mounts: handler detection (config, `features`), filesystem checks via statfs, and the pure
 // mapping helpers. Uses the real runc 1.1.5 and crun 1.8.1 installed here.
 import { describe, it, expect } from 'vitest';
-import { IdmapDetector, idmapFromFeatures, fsCanIdmap, checkIdmappableFs, checkIdmappedMounts, mountIdMappings, userNamespaceSpec, kernelVersion } from '../../src/oci/idmap.js';
+import { IdmapDetector, idmapFromFeatures, fsCanIdmap, checkIdmappableFs, checkIdmappedMounts, mountIdMappings, podUserNamespace, kernelVersion } from '../../src/oci/idmap.js';
 import type { ResolvedHandler } from '../../src/oci/runtime-handlers.js';
 import { lookPath } from '../../src/util/which.js';
 import type { Mount__Output } from '../../src/gen/runtime/v1/Mount.js';
@@ -65,10 +65,12 @@ describe('mapping helpers', () => {
     expect(() => mountIdMappings({ container_path: '/d', uidMappings: [{ host_id: 1, container_id: 0, length: 0 }], gidMappings: mapping })).toThrow(/length/);
   });
 
-  it('builds the pod user namespace for mode POD only', () => {
-    expect(userNamespaceSpec({ mode: 'NODE', uids: [], gids: [] })).toBeUndefined();
-    expect(userNamespaceSpec({ mode: 'POD', uids: mapping, gids: mapping })?.uidMappings).toEqual([{ containerID: 0, hostID: 100000, size: 65536 }]);
-    expect(() => userNamespaceSpec({ mode: 'POD', uids: [], gids: [] })).toThrow(/needs uid and gid/);
-    expect(() => userNamespaceSpec({ mode: 'CONTAINER', uids: mapping, gids: mapping })).toThrow(/not supported/);
+  it('gives a userns pod\'s containers the pod\'s mappings', () => {
+    expect(podUserNamespace({})).toBeUndefined();
+    expect(podUserNamespace({ uidMappings: [{ containerId: 0, hostId: 100000, size: 65536 }], gidMappings: [{ containerId: 0, hostId: 200000, size: 10 }] })).toEqual({
+      uidMappings: [{ containerID: 0, hostID: 100000, size: 65536 }],
+      gidMappings: [{ containerID: 0, hostID: 200000, size: 10 }],
+    });
   });
+});
 });
