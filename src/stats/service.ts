@@ -14,6 +14,15 @@ export interface StatsRecords {
   containers(): ContainerRecord[] | Promise<ContainerRecord[]>;
 }
 
+/** An exact ID, or a prefix matching exactly one (crictl passes truncated IDs). */
+function byIdOrPrefix<T extends { id: string }>(all: T[], id: string, what: string): T {
+  const exact = all.find((x) => x.id === id);
+  if (exact) return exact;
+  const matches = all.filter((x) => x.id.startsWith(id));
+  if (matches.length === 1) return matches[0];
+  throw notFound(matches.length > 1 ? `${what} ID prefix "${id}" is ambiguous` : `${what} "${id}" not found`, { id });
+}
+
 export class StatsService {
   private records?: StatsRecords;
 
@@ -40,9 +49,7 @@ export class StatsService {
   async containerStats(id: string): Promise<ContainerStats> {
     if (id === '') throw invalidArgument('container_id is required');
     const { containers } = await this.all();
-    const matches = containers.filter((c) => c.id === id || c.id.startsWith(id));
-    const c = containers.find((x) => x.id === id) ?? (matches.length === 1 ? matches[0] : undefined);
-    if (!c) throw notFound(matches.length > 1 ? `container ID prefix "${id}" is ambiguous` : `container "${id}" not found`, { container: id });
+    const c = byIdOrPrefix(containers, id, 'container');
     return toContainerStats(await this.collector.container(containerTarget(c, this.paths)));
   }
 
@@ -60,8 +67,7 @@ export class StatsService {
   async podSandboxStats(id: string): Promise<PodSandboxStats> {
     if (id === '') throw invalidArgument('pod_sandbox_id is required');
     const { pods, containers } = await this.all();
-    const p = pods.find((x) => x.id === id) ?? pods.filter((x) => x.id.startsWith(id)).at(0);
-    if (!p) throw notFound(`pod sandbox "${id}" not found`, { pod: id });
+    const p = byIdOrPrefix(pods, id, 'pod sandbox');
     return toPodSandboxStats(await this.collector.pod(podTarget(p, containers, this.paths)));
   }
 

@@ -48,7 +48,13 @@ function cpuPercent(now: CpuUsage__Output | null, before: CpuUsage__Output | nul
   return '0.00';
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Two samples `windowMs` apart (one when 0), for CPU % from the usage difference. */
+async function sampleTwice<T>(fetch: () => Promise<T>, windowMs: number): Promise<[T, T]> {
+  const first = await fetch();
+  if (windowMs <= 0) return [first, first];
+  await new Promise((r) => setTimeout(r, windowMs));
+  return [first, await fetch()];
+}
 
 interface StatsOpts {
   output: OutputFormat;
@@ -75,12 +81,7 @@ export function registerStats(program: Command, cli: CliContext): void {
       const filter = { id: idArg ?? opts.id ?? '', pod_sandbox_id: opts.pod ?? '', label_selector: labelSelector(opts.label) };
       const windowMs = Math.max(0, Number(opts.seconds) * 1000);
       do {
-        const first = await runtimeCall(cli.client(), 'ListContainerStats', { filter });
-        let res = first;
-        if (opts.output === 'table' && windowMs > 0) {
-          await sleep(windowMs);
-          res = await runtimeCall(cli.client(), 'ListContainerStats', { filter });
-        }
+        const [first, res] = await sampleTwice(() => runtimeCall(cli.client(), 'ListContainerStats', { filter }), opts.output === 'table' ? windowMs : 0);
         const before = new Map(first.stats.map((s) => [s.attributes?.id, s.cpu]));
         cli.output(opts.output, res, () => containerTable(res.stats, before));
       } while (opts.watch);
@@ -98,12 +99,7 @@ export function registerStats(program: Command, cli: CliContext): void {
       const filter = { id: idArg ?? opts.id ?? '', label_selector: labelSelector(opts.label) };
       const windowMs = Math.max(0, Number(opts.seconds) * 1000);
       do {
-        const first = await runtimeCall(cli.client(), 'ListPodSandboxStats', { filter });
-        let res = first;
-        if (opts.output === 'table' && windowMs > 0) {
-          await sleep(windowMs);
-          res = await runtimeCall(cli.client(), 'ListPodSandboxStats', { filter });
-        }
+        const [first, res] = await sampleTwice(() => runtimeCall(cli.client(), 'ListPodSandboxStats', { filter }), opts.output === 'table' ? windowMs : 0);
         const before = new Map(first.stats.map((s) => [s.attributes?.id, s.linux?.cpu]));
         cli.output(opts.output, res, () => podTable(res.stats, before));
       } while (opts.watch);
