@@ -13,6 +13,8 @@ const SPEC_EXTENSIONS = new Set(['.json', '.yaml', '.yml']);
 
 interface CachedFile {
   mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
   size: number;
   spec?: LoadedSpec;
   errors: SpecFileError[];
@@ -80,19 +82,22 @@ export class CdiRegistry {
     try {
       st = await stat(path);
     } catch (err) {
-      return { mtimeMs: 0, size: 0, errors: [{ path, message: `cannot stat: ${errorMessage(err)}` }] };
+      return { mtimeMs: 0, ctimeMs: 0, ino: 0, size: 0, errors: [{ path, message: `cannot stat: ${errorMessage(err)}` }] };
     }
     const cached = this.cache.get(path);
-    if (cached && cached.mtimeMs === st.mtimeMs && cached.size === st.size && (cached.spec?.priority ?? priority) === priority) return cached;
+    // A rename over the file (ino), a write (mtime/size) or a touch of its metadata (ctime) all re-read it.
+    const same = cached && cached.mtimeMs === st.mtimeMs && cached.ctimeMs === st.ctimeMs && cached.ino === st.ino && cached.size === st.size;
+    if (same && (cached.spec?.priority ?? priority) === priority) return cached;
+    const id = { mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, size: st.size };
     let entry: CachedFile;
     if (!st.isFile()) {
-      entry = { mtimeMs: st.mtimeMs, size: st.size, errors: [{ path, message: 'not a regular file' }] };
+      entry = { ...id, errors: [{ path, message: 'not a regular file' }] };
     } else {
       try {
         const parsed = parseSpecFile(path, await readFile(path, 'utf8'));
-        entry = { mtimeMs: st.mtimeMs, size: st.size, errors: parsed.errors, spec: parsed.spec && { path, priority, spec: parsed.spec } };
+        entry = { ...id, errors: parsed.errors, spec: parsed.spec && { path, priority, spec: parsed.spec } };
       } catch (err) {
-        entry = { mtimeMs: st.mtimeMs, size: st.size, errors: [{ path, message: `cannot read: ${errorMessage(err)}` }] };
+        entry = { ...id, errors: [{ path, message: `cannot read: ${errorMessage(err)}` }] };
       }
     }
     this.cache.set(path, entry);

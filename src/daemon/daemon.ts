@@ -77,6 +77,8 @@ export async function startDaemon(config: SkiffConfig): Promise<RunningDaemon> {
   const shutdown = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down: no new calls, waiting for in-flight ones');
+      // Event streams never finish by themselves: end them first, or they would hold the grace period.
+      ctx.containerEvents.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           log.warn('in-flight calls did not finish in time; closing connections');

@@ -52,4 +52,20 @@ describe('GetContainerEvents', () => {
     for (const c of calls) c.cancel();
     expect(await Promise.all(ended)).toEqual(['cancelled', 'cancelled', 'cancelled']);
   });
+
+  it('ends open event streams on shutdown instead of waiting out the grace period', async () => {
+    const own = await startDaemon();
+    const call = own.client.runtime.GetContainerEvents({});
+    const ended = new Promise<void>((r) => {
+      call.on('end', () => r());
+      call.on('error', () => r());
+      call.on('data', () => undefined);
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const t = Date.now();
+    expect(await own.stop()).toBe(0);
+    await ended;
+    expect(Date.now() - t).toBeLessThan(3000);
+    await own.cleanup();
+  });
 });
