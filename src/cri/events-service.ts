@@ -22,6 +22,8 @@ export function streamContainerEvents(feed: ContainerEventFeed, call: EventsCall
     for await (const event of sub) {
       if (call.cancelled || call.destroyed) break;
       if (!call.write(event)) {
+        // Wait for the client to read, but not past the end of the subscription (an overflow while
+        // blocked here must end the stream now, not once the client catches up).
         await new Promise<void>((resolve) => {
           const done = () => {
             call.off('drain', done);
@@ -30,7 +32,9 @@ export function streamContainerEvents(feed: ContainerEventFeed, call: EventsCall
           };
           call.on('drain', done);
           call.on('close', done);
+          void sub.whenEnded().then(done);
         });
+        if (sub.endReason === 'overflow') break;
       }
     }
     if (call.cancelled || call.destroyed) return;

@@ -12,6 +12,7 @@ export class Subscription<T> {
   private readonly queue: T[] = [];
   private waiter?: (r: IteratorResult<T, undefined>) => void;
   private ended?: EndReason;
+  private readonly endWaiters: ((r: EndReason) => void)[] = [];
 
   constructor(
     readonly limit: number,
@@ -25,6 +26,12 @@ export class Subscription<T> {
 
   get buffered(): number {
     return this.queue.length;
+  }
+
+  /** Resolves when the subscription ends (closed, or overflowed while the reader was busy). */
+  whenEnded(): Promise<EndReason> {
+    if (this.ended) return Promise.resolve(this.ended);
+    return new Promise((r) => this.endWaiters.push(r));
   }
 
   /** Called by the broadcaster; never blocks. */
@@ -69,6 +76,7 @@ export class Subscription<T> {
     const w = this.waiter;
     this.waiter = undefined;
     w?.({ value: undefined, done: true });
+    for (const r of this.endWaiters.splice(0)) r(reason);
   }
 }
 
