@@ -289,14 +289,14 @@ describe('pod sandboxes: teardown never leaks', () => {
     const { d, net } = await netDaemon();
     const ids = await Promise.all(Array.from({ length: 6 }, () => run(d, podConfig())));
     const calls = Array.from({ length: 10 }, (_, i) =>
-      runtimeCall(d.client, i % 2 ? 'RemovePodSandbox' : 'StopPodSandbox', { pod_sandbox_id: ids[0]! }),
+      runtimeCall(d.client, i % 2 ? 'RemovePodSandbox' : 'StopPodSandbox', { pod_sandbox_id: ids[0] }),
     );
     await Promise.all(calls);
     await Promise.all(ids.slice(1).map((id) => runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: id })));
     await Promise.all(ids.map((id) => runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id })));
     // again: already gone is fine
-    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: ids[0]! });
-    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: ids[0]! });
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: ids[0] });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: ids[0] });
     expect(await leftovers(d, net)).toEqual([]);
   });
 
