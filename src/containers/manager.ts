@@ -384,8 +384,11 @@ export class ContainerManager {
       if (exit) return this.markExited(c, exit.code, exit.at, exitReason(exit.code, exit.oomKilled));
       this.log.info({ container: c.id, signal, timeoutSeconds }, 'container did not stop in time; killing it');
     }
+    const t0 = Date.now();
     await this.deps.driver.kill(ref, 'SIGKILL', true);
+    const t1 = Date.now();
     const exit = await this.waitExit(c, KILL_WAIT_MS);
+    this.log.debug({ container: c.id, killMs: t1 - t0, exitMs: Date.now() - t1 }, 'killed');
     if (exit) return this.markExited(c, exit.code, exit.at, exitReason(exit.code, exit.oomKilled));
     // The monitor is gone or stuck: trust the runtime that the process is dead, but say we lack the code.
     const st = await this.deps.driver.state(ref);
