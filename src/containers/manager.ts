@@ -28,8 +28,11 @@ import { completeCriLog } from '../oci/cri-log.js';
 import { containerStatus, exitReason, matchesFilter, type ContainerFilter } from './status.js';
 import { alreadyExists, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
 
-/** kubelet's cap on ExecSync output per stream. */
-export const EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024;
+/**
+ * kubelet's cap on ExecSync output (16 MiB), for stdout and stderr together and less a little room for
+ * the message's framing: the response must fit the 16 MiB gRPC message limit on both ends.
+ */
+export const EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024 - 1024;
 /** After SIGKILL, how long we wait for the monitor to record the exit before trusting the runtime. */
 const KILL_WAIT_MS = 10_000;
 /** Fallback for fs.watch on the exit dir (which can miss events, e.g. on some filesystems). */
