@@ -186,6 +186,7 @@ export class ContainerManager {
         handler: current.handler,
         imageId: image.id,
         imageRef: image.repoTags[0] ?? image.repoDigests[0] ?? config.image!.image,
+        imageRepoDigest: image.repoDigests[0],
         state: 'created',
         createdAt: nowNanos(),
         logPath,

@@ -46,7 +46,7 @@ describe('container lifecycle', () => {
     const id = await createCtr(env, pod, ctrConfig('web', ['sh', '-c', 'echo up; exec sleep 1000']));
     let s = (await ctrStatus(env, id)).status!;
     expect(s.state).toBe('CONTAINER_CREATED');
-    expect(s.image_ref).toMatch(/^sha256:/);
+    expect(s.image_ref).toMatch(/sha256:[0-9a-f]{64}$/);
     expect(s.log_path).toBe(join(pod.config.log_directory!, 'web.log'));
     await startCtr(env, id);
     s = (await ctrStatus(env, id)).status!;
