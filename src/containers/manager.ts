@@ -20,6 +20,7 @@ import type { OciSpec } from '../oci/spec/types.js';
 import type { ImageRunConfig } from '../oci/spec/input.js';
 import { RecordStore } from '../store/record-store.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import { findByIdOrPrefix } from '../util/id-prefix.js';
 import { nowNanos } from '../events/bus.js';
 import { buildSpec } from '../oci/spec/build.js';
 import { ociResources } from '../oci/spec/linux.js';
@@ -123,12 +124,7 @@ export class ContainerManager {
   // ---- index ---------------------------------------------------------------------------------------
 
   find(idOrPrefix: string): ContainerRecord | undefined {
-    if (idOrPrefix === '') throw invalidArgument('container id is required');
-    const exact = this.containers.get(idOrPrefix);
-    if (exact) return exact;
-    const matches = [...this.containers.values()].filter((c) => c.id.startsWith(idOrPrefix));
-    if (matches.length > 1) throw invalidArgument(`container id prefix "${idOrPrefix}" is ambiguous`, { container: idOrPrefix });
-    return matches[0];
+    return findByIdOrPrefix(this.containers, idOrPrefix, 'container', 'container');
   }
 
   get(idOrPrefix: string): ContainerRecord {
