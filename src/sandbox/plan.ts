@@ -8,7 +8,7 @@ import type { CgroupDriver } from '../config/config.js';
 import type { CniBandwidth, CniPortMapping } from '../net/cni.js';
 import type { IdMapping } from '../store/records.js';
 import { checkSysctls, type CheckedSysctl } from './sysctls.js';
-import { checkCgroupfsPath } from './cgroups.js';
+import { checkCgroupfsPath, expandSlice, podCgroupLimits, type CgroupLimits } from './cgroups.js';
 import { invalidArgument } from '../errors.js';
 
 export interface PodPlan {
@@ -20,6 +20,8 @@ export interface PodPlan {
   hostname: string;
   sysctls: CheckedSysctl[];
   cgroupParent: string;
+  /** caps for the pod cgroup when skiff creates it (resources + overhead) */
+  limits: CgroupLimits;
   portMappings: CniPortMapping[];
   bandwidth?: CniBandwidth;
   cniArgs: Record<string, string>;
@@ -97,9 +99,16 @@ export function planPod(config: PodSandboxConfig__Output, opts: { cgroupDriver: 
   if (opts.cgroupDriver === 'cgroupfs') {
     cgroupParent = cgroupParent === '' ? `${checkCgroupfsPath(opts.defaultCgroupParent)}/pod-${opts.podId}` : checkCgroupfsPath(cgroupParent);
   } else if (cgroupParent === '') {
-    cgroupParent = opts.defaultCgroupParent;
-  } else if (!/^[a-zA-Z0-9_.:-]+\.slice$/.test(cgroupParent)) {
-    throw invalidArgument(`cgroup_parent "${cgroupParent}" must be a systemd slice name (the systemd cgroup driver is configured)`);
+    // A slice of the pod's own below the configured one (a cgroupfs-style default means skiff.slice).
+    const base = opts.defaultCgroupParent.endsWith('.slice') && opts.defaultCgroupParent !== '-.slice' ? opts.defaultCgroupParent.slice(0, -'.slice'.length) : 'skiff';
+    cgroupParent = `${base}-pod${opts.podId}.slice`;
+    expandSlice(cgroupParent);
+  } else {
+    try {
+      expandSlice(cgroupParent);
+    } catch {
+      throw invalidArgument(`cgroup_parent "${cgroupParent}" must be a systemd slice name (the systemd cgroup driver is configured)`);
+    }
   }
 
   let uidMappings: IdMapping[] | undefined;
@@ -120,6 +129,7 @@ export function planPod(config: PodSandboxConfig__Output, opts: { cgroupDriver: 
     hostname,
     sysctls,
     cgroupParent,
+    limits: podCgroupLimits(config.linux?.resources, config.linux?.overhead),
     portMappings: hostNetwork ? [] : portMappingsOf(config),
     bandwidth: hostNetwork ? undefined : bandwidthOf(config.annotations),
     cniArgs: {
