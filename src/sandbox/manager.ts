@@ -2,7 +2,7 @@
 // Every state change of a pod runs under that pod's mutex and ends in an atomically written record.
 // Teardown is one idempotent routine used by stop, remove, a failed run and recovery alike.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, readdir } from 'node:fs/promises';
+import { mkdir, rm, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
@@ -11,6 +11,7 @@ import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfi
 import type { ContainerStatus } from '../gen/runtime/v1/ContainerStatus.js';
 import type { PodRecord } from '../store/records.js';
 import { RecordStore } from '../store/record-store.js';
+import { writeJsonAtomic } from '../store/atomic.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { lookPath } from '../util/which.js';
 import { nowNanos } from '../events/bus.js';
@@ -18,11 +19,14 @@ import { CniRunner, loadCniNetwork, podIpsFromResult, type CniAttachment } from 
 import { planPod, type PodPlan } from './plan.js';
 import { pinNamespaces, unpinNamespace, startPidInit, stopPidInit, isPinned, pidInitAlive } from './namespaces.js';
 import { ensurePrivateMount, mountTmpfs, unmountAll, mountsUnder } from './mounts.js';
-import { createCgroup, removeCgroupDirs } from './cgroups.js';
+import { createCgroup, removeCgroupDirs, applyCgroupLimits } from './cgroups.js';
 import { applySysctls } from './sysctls.js';
 import { writePodFiles } from './files.js';
 import { validatePodRecord } from './record-check.js';
-import { alreadyExists, cancelled, failedPrecondition, internal, invalidArgument, notFound, errorMessage } from '../errors.js';
+import { alreadyExists, cancelled, failedPrecondition, internal, invalidArgument, notFound, errorMessage, errnoCode } from '../errors.js';
+
+/** The copy of a pod's record kept in its runtime dir (see save). */
+const RECORD_COPY = 'record.json';
 
 /** Size of the per-pod /dev/shm, as kubelet and other runtimes default it. */
 const SHM_OPTIONS = 'rw,nosuid,nodev,noexec,mode=1777,size=64m';
@@ -84,6 +88,7 @@ export class PodManager {
     const m = new PodManager(config, handlers, log.child({ subsystem: 'pods' }));
     await ensurePrivateMount(m.podsDir);
     await m.recover();
+    m.checkAllNetworks().catch((err: unknown) => m.log.warn({ err: errorMessage(err) }, 'CNI CHECK of recovered pods stopped'));
     return m;
   }
 
@@ -163,10 +168,16 @@ export class PodManager {
           } catch (err) {
             throw err instanceof Error && 'kind' in err ? err : internal(`pod setup failed at ${what}: ${errorMessage(err)}`, { pod: id }, err);
           }
-          await this.store.save(id, pod);
+          await this.save(pod);
         };
         await step('record', async () => mkdir(dir, { recursive: true, mode: 0o711 }).then(() => undefined));
-        if (this.config.cgroupDriver === 'cgroupfs') await step('cgroup', async () => void (pod.cgroupDirs = await createCgroup(plan.cgroupParent)));
+        if (this.config.cgroupDriver === 'cgroupfs') {
+          await step('cgroup', async () => {
+            pod.cgroupDirs = await createCgroup(plan.cgroupParent);
+            // Only a cgroup skiff made is capped here; an existing parent (kubelet's) has its own limits.
+            await applyCgroupLimits(pod.cgroupDirs, plan.limits);
+          });
+        }
         await step('namespaces', () => this.makeNamespaces(pod, plan));
         await step('shm', async () => {
           if (plan.hostIpc) pod.files.shm = '/dev/shm';
@@ -197,7 +208,7 @@ export class PodManager {
         if (req.signal?.aborted) throw cancelled('RunPodSandbox cancelled by the client; undone', { pod: id });
         pod.state = 'ready';
         delete pod.creating;
-        await this.store.save(id, pod);
+        await this.save(pod);
         this.pods.set(id, pod);
       });
       log.info({ name: req.config.metadata!.name, ips: pod.ips }, 'pod sandbox ready');
@@ -205,8 +216,21 @@ export class PodManager {
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'pod sandbox setup failed; undoing it');
       await this.locks.run(id, () => this.destroy(pod, log));
+      log.info('pod sandbox setup undone');
       throw err;
     }
+  }
+
+  /**
+   * Writes the record, and a copy into the pod's runtime dir: should the record ever be lost or damaged,
+   * start-up still finds in the copy what the pod holds (network, cgroup, init) and releases it.
+   */
+  private async save(pod: PodRecord): Promise<void> {
+    await this.store.save(pod.id, pod);
+    // No dir (gone with a reboot's tmpfs): nothing there to release later either.
+    if (pod.dir) await writeJsonAtomic(join(pod.dir, RECORD_COPY), pod).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    });
   }
 
   private async makeNamespaces(pod: PodRecord, plan: PodPlan): Promise<void> {
@@ -293,7 +317,7 @@ export class PodManager {
       await this.children.stopAll(pod);
       const problems = await this.release(pod);
       pod.state = 'notready';
-      await this.store.save(pod.id, pod);
+      await this.save(pod);
       if (problems.length > 0) throw internal(`stopping pod sandbox: ${problems.join('; ')}`, { pod: pod.id });
     });
   }
@@ -310,12 +334,31 @@ export class PodManager {
     });
   }
 
-  /** CNI CHECK of a ready pod: throws when its network is no longer what ADD made. */
-  async checkNetwork(idOrPrefix: string): Promise<void> {
+  /**
+   * CNI CHECK of a ready pod's network: 'ok', why it was not run, or "CNI CHECK failed …" with the
+   * plugin's words. Never throws for a failed check: the answer is the result.
+   */
+  async checkNetwork(idOrPrefix: string): Promise<string> {
     const pod = this.get(idOrPrefix);
-    if (!pod.cni?.attached || pod.state !== 'ready') return;
+    if (pod.state !== 'ready') return 'not run: the pod is not ready';
+    if (!pod.cni?.attached) return 'not run: the pod has no CNI network';
     const plan = planPod(pod.config, { cgroupDriver: this.config.cgroupDriver, defaultCgroupParent: this.config.cgroupParent, podId: pod.id });
-    await this.cni.check(pod.cni.network, this.attachment(pod, plan), pod.cniResult);
+    try {
+      const ran = await this.cni.check(pod.cni.network, this.attachment(pod, plan), pod.cniResult);
+      if (ran) return 'ok';
+      return pod.cni.network.disableCheck ? 'disabled by the network config' : `not supported by CNI spec ${pod.cni.network.cniVersion}`;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  /** After a restart: CHECK every ready pod's network once, in the background, and log what is broken. */
+  private async checkAllNetworks(): Promise<void> {
+    for (const pod of this.list()) {
+      if (pod.state !== 'ready' || !pod.cni?.attached) continue;
+      const result = await this.locks.run(pod.id, () => (this.pods.has(pod.id) ? this.checkNetwork(pod.id) : Promise.resolve('ok')));
+      if (result.startsWith('CNI CHECK failed')) this.log.warn({ pod: pod.id, problem: result }, 'pod network is not what CNI ADD made');
+    }
   }
 
   /**
@@ -340,7 +383,7 @@ export class PodManager {
           log.warn('pod namespaces are gone; marking it NOTREADY');
           await this.release(pod);
           pod.state = 'notready';
-          await this.store.save(pod.id, pod);
+          await this.save(pod);
         }
       } catch (err) {
         log.error({ err: errorMessage(err) }, 'could not recover pod; it is left as found');
@@ -354,11 +397,39 @@ export class PodManager {
     }
     for (const name of dirs) {
       if (this.pods.has(name)) continue;
-      const dir = join(this.podsDir, name);
-      this.log.warn({ dir }, 'pod dir without a record; cleaning it up');
-      for (const m of (await mountsUnder(dir)).reverse()) await unmountAll(m).catch(() => undefined);
-      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      await this.cleanOrphanDir(name).catch((err: unknown) => this.log.error({ dir: join(this.podsDir, name), err: errorMessage(err) }, 'could not clean up a pod dir without a record'));
     }
+  }
+
+  /**
+   * A pod dir without a (valid) record: its record was lost or damaged. The copy in the dir says what to
+   * release; without one, CNI DEL with the current network still frees the IP lease and port mappings.
+   */
+  private async cleanOrphanDir(name: string): Promise<void> {
+    const dir = join(this.podsDir, name);
+    const log = this.log.child({ pod: name });
+    let copy: PodRecord | undefined;
+    try {
+      copy = validatePodRecord(JSON.parse(await readFile(join(dir, RECORD_COPY), 'utf8')));
+      if (copy.id !== name || copy.dir !== dir) copy = undefined;
+    } catch {
+      copy = undefined;
+    }
+    if (copy) {
+      log.warn({ dir }, 'pod dir without a record; releasing the pod from the copy in its dir');
+      await this.destroy(copy, log);
+      return;
+    }
+    log.warn({ dir }, 'pod dir without a record or copy; releasing its network and deleting it');
+    const network = /^[0-9a-f]{64}$/.test(name) ? await loadCniNetwork(this.config.cni.confDir).catch(() => undefined) : undefined;
+    if (network) {
+      const netns = join(dir, 'ns', 'net');
+      const att = { containerId: name, netns: (await isPinned(netns)) ? netns : '', ifName: 'eth0', args: {}, capabilityArgs: {} };
+      const failures = await this.cni.del(network, att, undefined);
+      if (failures.length > 0) log.warn({ failures }, 'CNI DEL of an orphaned pod failed');
+    }
+    for (const m of (await mountsUnder(dir)).reverse()) await unmountAll(m).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
   }
 
   private async intact(pod: PodRecord): Promise<boolean> {
