@@ -41,12 +41,32 @@ export interface TestNetwork {
   leaseDir: string;
 }
 
-let counter = Math.floor(Math.random() * 200);
+let counter = Math.floor(Math.random() * 250);
 
-/** Writes a conflist (bridge + host-local [+ portmap]) into `<dir>/net.d`. */
-export async function makeNetwork(dir: string, opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[] } = {}): Promise<TestNetwork> {
+function subnetInUse(subnet: string): boolean {
+  try {
+    return execFileSync('ip', ['route', 'show', subnet], { encoding: 'utf8' }).trim() !== '';
+  } catch {
+    return false;
+  }
+}
+
+export interface NetworkOptions {
+  portmap?: boolean;
+  /** the bandwidth plugin (capability bandwidth) after the bridge */
+  bandwidth?: boolean;
+  cniVersion?: string;
+  extraPlugins?: object[];
+  /** an IPv6 range (fd89:<n>::/64) next to the IPv4 one; no gateway then (no forwarding turned on in the host) */
+  dualStack?: boolean;
+}
+
+/** Writes a conflist (bridge + host-local [+ portmap, bandwidth, extras]) into `<dir>/net.d`. */
+export async function makeNetwork(dir: string, opts: NetworkOptions = {}): Promise<TestNetwork> {
   const tag = randomBytes(3).toString('hex');
-  counter = (counter + 1) % 250;
+  // Parallel test files each make networks: skip /24s another one has on a bridge already.
+  do counter = (counter + 1) % 250;
+  while (subnetInUse(`10.89.${counter}.0/24`));
   const net: TestNetwork = {
     name: `skpod-${tag}`,
     bridge: `skpod${tag}`,
@@ -59,16 +79,45 @@ export async function makeNetwork(dir: string, opts: { portmap?: boolean; cniVer
     {
       type: 'bridge',
       bridge: net.bridge,
-      isGateway: true,
+      isGateway: !opts.dualStack,
       ipMasq: false,
       hairpinMode: true,
-      ipam: { type: 'host-local', dataDir: net.leaseDir, ranges: [[{ subnet: net.subnet }]], routes: [{ dst: SUBNET }] },
+      ipam: {
+        type: 'host-local',
+        dataDir: net.leaseDir,
+        ranges: [[{ subnet: net.subnet }], ...(opts.dualStack ? [[{ subnet: `fd89:${counter.toString(16)}::/64` }]] : [])],
+        // the gateway spelled out: bridge 1.1.1's CHECK compares routes exactly and fails on a gw-less one
+        routes: opts.dualStack ? [] : [{ dst: SUBNET, gw: `10.89.${counter}.1` }],
+      },
     },
   ];
   if (opts.portmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
+  if (opts.bandwidth) plugins.push({ type: 'bandwidth', capabilities: { bandwidth: true } });
   plugins.push(...(opts.extraPlugins ?? []));
   await writeFile(join(net.confDir, '10-skpod.conflist'), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
   return net;
+}
+
+/**
+ * A CNI plugin of our own in `<dir>/cni-bin`: ADD waits `ms` then passes the previous result on (so a run
+ * can be cancelled or the daemon killed while ADD is in progress); DEL and CHECK succeed at once.
+ * Returns the bin dir to list before the real plugins' dir.
+ */
+export async function writeSlowPlugin(dir: string, ms: number, name = 'skpod-slow'): Promise<string> {
+  const bin = join(dir, 'cni-bin');
+  await mkdir(bin, { recursive: true });
+  const script = `#!${process.execPath}
+let input = '';
+process.stdin.on('data', (d) => (input += d)).on('end', () => {
+  const cmd = process.env.CNI_COMMAND;
+  if (cmd === 'VERSION') return console.log(JSON.stringify({ cniVersion: '1.0.0', supportedVersions: ['0.4.0', '1.0.0'] }));
+  if (cmd !== 'ADD') return;
+  const conf = JSON.parse(input);
+  setTimeout(() => console.log(JSON.stringify({ cniVersion: conf.cniVersion, ...conf.prevResult })), ${ms});
+});
+`;
+  await writeFile(join(bin, name), script, { mode: 0o755 });
+  return bin;
 }
 
 export function deleteBridge(net: TestNetwork): void {
@@ -82,7 +131,7 @@ export function deleteBridge(net: TestNetwork): void {
 /** veth interfaces enslaved to the bridge. */
 export function bridgePorts(net: TestNetwork): string[] {
   try {
-    const out = execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8' });
+    const out = execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     return out.split('\n').filter(Boolean);
   } catch {
     return [];
