@@ -4,6 +4,7 @@
 import { hostname as hostHostname } from 'node:os';
 import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig.js';
 import type { NamespaceMode__Output } from '../gen/runtime/v1/NamespaceMode.js';
+import type { LinuxSandboxSecurityContext__Output } from '../gen/runtime/v1/LinuxSandboxSecurityContext.js';
 import type { CgroupDriver } from '../config/config.js';
 import type { CniBandwidth, CniPortMapping } from '../net/cni.js';
 import type { IdMapping } from '../store/records.js';
@@ -77,9 +78,30 @@ function idMappings(list: { host_id: number; container_id: number; length: numbe
   });
 }
 
+/**
+ * The sandbox security context. Without a pause container there is no sandbox process to confine, but
+ * what the pod asks is still checked here (and kept in the record for its containers), so nonsense fails
+ * at RunPodSandbox and not later at CreateContainer.
+ */
+function checkSecurityContext(sc: LinuxSandboxSecurityContext__Output | null | undefined): void {
+  if (!sc) return;
+  if (sc.run_as_group && !sc.run_as_user) throw invalidArgument('security_context: run_as_group is set without run_as_user');
+  for (const [what, v] of [['run_as_user', sc.run_as_user], ['run_as_group', sc.run_as_group]] as const) {
+    if (v && !/^\d+$/.test(v.value)) throw invalidArgument(`security_context: ${what} ${v.value} must be a non-negative id`);
+  }
+  for (const [what, prof] of [['seccomp', sc.seccomp], ['apparmor', sc.apparmor]] as const) {
+    if (prof && String(prof.profile_type) === 'Localhost' && prof.localhost_ref === '')
+      throw invalidArgument(`security_context: ${what} profile type Localhost needs localhost_ref`);
+  }
+  const path = sc.seccomp_profile_path;
+  if (path !== '' && !['unconfined', 'runtime/default', 'docker/default'].includes(path) && !(path.startsWith('localhost/') && path.length > 'localhost/'.length))
+    throw invalidArgument(`security_context: seccomp_profile_path "${path}" must be unconfined, runtime/default or localhost/<path>`);
+}
+
 export function planPod(config: PodSandboxConfig__Output, opts: { cgroupDriver: CgroupDriver; defaultCgroupParent: string; podId: string }): PodPlan {
   const meta = config.metadata;
   if (!meta || meta.name === '') throw invalidArgument('pod sandbox metadata.name is required');
+  checkSecurityContext(config.linux?.security_context);
   const nsOpts = config.linux?.security_context?.namespace_options ?? null;
   const net = mode(nsOpts?.network);
   const ipc = mode(nsOpts?.ipc);

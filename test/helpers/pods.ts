@@ -77,6 +77,9 @@ export class PodTestEnv {
     out.push(...bridgePorts(net).map((l) => `veth ${l}`));
     const leases = await readdir(join(net.leaseDir, net.name)).catch(() => []);
     out.push(...leases.filter((n) => /^\d+\.\d+\.\d+\.\d+$|:/.test(n)).map((n) => `lease ${n}`));
+    // portmap's DNAT rules carry the network name in a comment
+    const nat = await sh('iptables', ['-w', '5', '-t', 'nat', '-S']);
+    out.push(...nat.stdout.split('\n').filter((l) => l.includes(net.name)).map((l) => `iptables ${l}`));
     for (const ctl of ['memory', 'pids', 'cpu']) {
       const dirs = await readdir(join('/sys/fs/cgroup', ctl, this.cgroupTop), { withFileTypes: true }).catch(() => []);
       out.push(...dirs.filter((e) => e.isDirectory()).map((e) => `cgroup ${ctl}/${e.name}`));

@@ -1,6 +1,6 @@
 // Issue 4: pod sandboxes with pinned namespaces and real CNI plugins (bridge, host-local, portmap), as root.
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile, mkdir, copyFile, chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startDaemon, makeScratchDir } from '../helpers/daemon.js';
@@ -188,6 +188,34 @@ describe('pod sandboxes: teardown never leaks', () => {
     // a conflist that is not JSON
     await writeFile(join(net.confDir, '10-skpod.conflist'), '{ "cniVersion": "1.0.0", "name": ');
     expect(await codeOf(run(d, env.podConfig()))).toBe(status.FAILED_PRECONDITION);
+    expect((await runtimeCall(d.client, 'ListPodSandbox', {})).items).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
+  });
+
+  it('a pod whose conflist and plugins vanished after it ran can still be stopped and removed', async () => {
+    const dir = await makeScratchDir('skiff-pods-');
+    // private copies of the plugins, so one can be deleted without touching the machine's
+    const bin = join(dir, 'cni-bin');
+    await mkdir(bin);
+    for (const p of ['bridge', 'host-local', 'portmap', 'tuning']) await copyFile(join('/usr/lib/cni', p), join(bin, p)).then(() => chmod(join(bin, p), 0o755));
+    const net = await makeNetwork(dir, { portmap: true, extraPlugins: [{ type: 'tuning' }] });
+    env.networks.push(net);
+    const d = await startDaemon({ dir, config: env.daemonConfig(net.confDir).replace('[cni]\n', `[cni]\nbin_dir = "${bin}"\n`) });
+    env.daemons.push(d);
+    const hostPort = 30000 + Math.floor(Math.random() * 20000);
+    const [a, b] = await Promise.all(
+      [0, 1].map((i) => run(d, env.podConfig({ port_mappings: [{ protocol: 'TCP', container_port: 80, host_port: hostPort + i, host_ip: '' }] }))),
+    );
+    // the conflist is gone: DEL uses the list ADD ran with, so the lease and the port mapping go too
+    await rm(net.confDir, { recursive: true });
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: a });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: a });
+    expect((await sh('iptables', ['-w', '5', '-t', 'nat', '-S'])).stdout).not.toContain(`--dport ${hostPort} `);
+    // a plugin binary is gone too (tuning: nothing of its own to release): its DEL is skipped, the others run
+    await rm(join(bin, 'tuning'));
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: b });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: b });
+    expect((await sh('iptables', ['-w', '5', '-t', 'nat', '-S'])).stdout).not.toContain(`--dport ${hostPort + 1} `);
     expect((await runtimeCall(d.client, 'ListPodSandbox', {})).items).toEqual([]);
     expect(await env.leftovers(d, net)).toEqual([]);
   });

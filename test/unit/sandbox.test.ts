@@ -26,6 +26,23 @@ function config(over: Partial<PodSandboxConfig__Output> = {}, linux: Record<stri
   };
 }
 
+/** A security context as the gRPC decoder hands it: every field present. */
+function secCtx(over: Record<string, unknown>) {
+  return {
+    namespace_options: null,
+    selinux_options: null,
+    run_as_user: null,
+    readonly_rootfs: false,
+    supplemental_groups: [],
+    privileged: false,
+    seccomp_profile_path: '',
+    run_as_group: null,
+    seccomp: null,
+    apparmor: null,
+    ...over,
+  };
+}
+
 const kindOf = (fn: () => unknown) => {
   try {
     fn();
@@ -54,11 +71,11 @@ describe('planPod', () => {
   it('host namespaces: no port mappings or bandwidth on the host network; TARGET refused', () => {
     const host = config(
       { port_mappings: [{ protocol: 'TCP', container_port: 80, host_port: 8080, host_ip: '' }], annotations: { 'kubernetes.io/ingress-bandwidth': '1M' } },
-      { security_context: { namespace_options: { network: 'NODE', pid: 'NODE', ipc: 'NODE', target_id: '', userns_options: null } } },
+      { security_context: secCtx({ namespace_options: { network: 'NODE', pid: 'NODE', ipc: 'NODE', target_id: '', userns_options: null } }) },
     );
     const p = planPod(host, opts);
     expect(p).toMatchObject({ hostNetwork: true, hostPid: true, hostIpc: true, podPid: false, portMappings: [], bandwidth: undefined });
-    const target = config({}, { security_context: { namespace_options: { network: 'POD', pid: 'TARGET', ipc: 'POD', target_id: 'x', userns_options: null } } });
+    const target = config({}, { security_context: secCtx({ namespace_options: { network: 'POD', pid: 'TARGET', ipc: 'POD', target_id: 'x', userns_options: null } }) });
     expect(kindOf(() => planPod(target, opts))).toBe('invalid_argument');
   });
   it('port mappings and bandwidth become CNI capability args; bad ones are INVALID_ARGUMENT', () => {
@@ -77,6 +94,19 @@ describe('planPod', () => {
     expect(kindOf(() => planPod(config({ port_mappings: [{ protocol: 'TCP', container_port: 0, host_port: 80, host_ip: '' }] }), opts))).toBe('invalid_argument');
     expect(kindOf(() => parseQuantity('1.5.5M'))).toBe('invalid_argument');
     expect(parseQuantity('1.5k')).toBe(1500);
+  });
+  it('checks the sandbox security context: group without user, negative ids, Localhost profiles without a file', () => {
+    const sc = (over: Record<string, unknown>) => config({}, { security_context: secCtx(over) });
+    expect(kindOf(() => planPod(sc({ run_as_group: { value: '10' } }), opts))).toBe('invalid_argument');
+    expect(kindOf(() => planPod(sc({ run_as_user: { value: '-1' } }), opts))).toBe('invalid_argument');
+    expect(kindOf(() => planPod(sc({ run_as_user: { value: '1000' }, run_as_group: { value: '1000' }, privileged: true }), opts))).toBe('ok');
+    expect(kindOf(() => planPod(sc({ seccomp: { profile_type: 'Localhost', localhost_ref: '' } }), opts))).toBe('invalid_argument');
+    expect(kindOf(() => planPod(sc({ seccomp: { profile_type: 'Localhost', localhost_ref: '/etc/seccomp/p.json' } }), opts))).toBe('ok');
+    expect(kindOf(() => planPod(sc({ seccomp: { profile_type: 'RuntimeDefault', localhost_ref: '' } }), opts))).toBe('ok');
+    expect(kindOf(() => planPod(sc({ apparmor: { profile_type: 'Localhost', localhost_ref: '' } }), opts))).toBe('invalid_argument');
+    expect(kindOf(() => planPod(sc({ seccomp_profile_path: 'localhost/' }), opts))).toBe('invalid_argument');
+    expect(kindOf(() => planPod(sc({ seccomp_profile_path: 'bogus' }), opts))).toBe('invalid_argument');
+    expect(kindOf(() => planPod(sc({ seccomp_profile_path: 'runtime/default' }), opts))).toBe('ok');
   });
   it('CNI args carry the pod identity; hostname limits', () => {
     expect(planPod(config(), opts).cniArgs).toEqual({ K8S_POD_NAMESPACE: 'ns', K8S_POD_NAME: 'p', K8S_POD_INFRA_CONTAINER_ID: ID, K8S_POD_UID: 'u' });
