@@ -2,7 +2,7 @@
 // Every state change of a pod runs under that pod's mutex and ends in an atomically written record.
 // Teardown is one idempotent routine used by stop, remove, a failed run and recovery alike.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, readdir, readFile } from 'node:fs/promises';
+import { mkdir, rm, readdir, readFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
@@ -23,10 +23,17 @@ import { createCgroup, removeCgroupDirs, applyCgroupLimits } from './cgroups.js'
 import { applySysctls } from './sysctls.js';
 import { writePodFiles } from './files.js';
 import { validatePodRecord } from './record-check.js';
-import { alreadyExists, cancelled, failedPrecondition, internal, invalidArgument, notFound, errorMessage, errnoCode } from '../errors.js';
+import { alreadyExists, cancelled, failedPrecondition, internal, invalidArgument, notFound, errorMessage } from '../errors.js';
 
 /** The copy of a pod's record kept in its runtime dir (see save). */
 const RECORD_COPY = 'record.json';
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
 
 /** Size of the per-pod /dev/shm, as kubelet and other runtimes default it. */
 const SHM_OPTIONS = 'rw,nosuid,nodev,noexec,mode=1777,size=64m';
@@ -161,25 +168,35 @@ export class PodManager {
     const log = this.log.child({ pod: id });
     try {
       await this.locks.run(id, async () => {
-        const step = async (what: string, fn: () => Promise<void>) => {
+        /**
+         * One setup step, then what must survive a crash right after it: 'disk' = the record (before
+         * anything a reboot would not clear, i.e. CNI ADD), 'copy' = the copy in the pod dir (what a
+         * start-up needs to release things outside that dir: cgroup, CNI result, init process), 'none' =
+         * nothing new outside the dir (whatever is mounted below it is found and undone anyway).
+         */
+        const step = async (what: string, persist: 'disk' | 'copy' | 'none', fn: () => Promise<void>) => {
           if (req.signal?.aborted) throw cancelled('RunPodSandbox cancelled by the client; undone', { pod: id });
+          const started = performance.now();
           try {
             await fn();
           } catch (err) {
             throw err instanceof Error && 'kind' in err ? err : internal(`pod setup failed at ${what}: ${errorMessage(err)}`, { pod: id }, err);
           }
-          await this.save(pod);
+          const done = performance.now();
+          if (persist === 'disk') await this.save(pod);
+          else if (persist === 'copy') await this.saveCopy(pod);
+          log.debug({ step: what, ms: Math.round(done - started), saveMs: Math.round(performance.now() - done) }, 'pod setup step');
         };
-        await step('record', async () => mkdir(dir, { recursive: true, mode: 0o711 }).then(() => undefined));
+        await step('record', 'none', async () => mkdir(dir, { recursive: true, mode: 0o711 }).then(() => undefined));
         if (this.config.cgroupDriver === 'cgroupfs') {
-          await step('cgroup', async () => {
+          await step('cgroup', 'copy', async () => {
             pod.cgroupDirs = await createCgroup(plan.cgroupParent);
             // Only a cgroup skiff made is capped here; an existing parent (kubelet's) has its own limits.
             await applyCgroupLimits(pod.cgroupDirs, plan.limits);
           });
         }
-        await step('namespaces', () => this.makeNamespaces(pod, plan));
-        await step('shm', async () => {
+        await step('namespaces', 'none', () => this.makeNamespaces(pod, plan));
+        await step('shm', 'none', async () => {
           if (plan.hostIpc) pod.files.shm = '/dev/shm';
           else {
             await mountTmpfs(join(dir, 'shm'), SHM_OPTIONS);
@@ -188,20 +205,20 @@ export class PodManager {
         });
         if (network) {
           // Persisted before ADD: a crash in the middle of ADD still gets its DEL at recovery.
-          await step('cni-record', async () => void (pod.cni = { network, attached: true }));
-          await step('cni-add', async () => {
+          await step('cni-record', 'disk', async () => void (pod.cni = { network, attached: true }));
+          await step('cni-add', 'copy', async () => {
             pod.cniResult = await this.cni.add(network, this.attachment(pod, plan));
             pod.ips = podIpsFromResult(pod.cniResult);
           });
         }
-        await step('sysctls', () => applySysctls(plan.sysctls, pod.namespaces));
+        await step('sysctls', 'none', () => applySysctls(plan.sysctls, pod.namespaces));
         if (plan.podPid) {
-          await step('pid-init', async () => {
+          await step('pid-init', 'copy', async () => {
             const init = await startPidInit(join(dir, 'ns'), { net: pod.namespaces.net, ipc: pod.namespaces.ipc, uts: pod.namespaces.uts }, catatonit!);
             Object.assign(pod.namespaces, { pid: init.file, pidInitPid: init.pid, pidInitStartTime: init.startTime });
           });
         }
-        await step('files', async () => {
+        await step('files', 'none', async () => {
           const files = await writePodFiles(dir, { hostname: plan.hostname, hostNetwork: plan.hostNetwork, ips: pod.ips, dns: req.config.dns_config });
           Object.assign(pod.files, files);
         });
@@ -227,10 +244,22 @@ export class PodManager {
    */
   private async save(pod: PodRecord): Promise<void> {
     await this.store.save(pod.id, pod);
-    // No dir (gone with a reboot's tmpfs): nothing there to release later either.
-    if (pod.dir) await writeJsonAtomic(join(pod.dir, RECORD_COPY), pod).catch((err: unknown) => {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    });
+    await this.saveCopy(pod);
+  }
+
+  private async saveCopy(pod: PodRecord): Promise<void> {
+    // No dir (gone with a reboot's tmpfs): nothing there to release later either, and no copy to keep.
+    if (pod.dir && (await exists(pod.dir))) await writeJsonAtomic(join(pod.dir, RECORD_COPY), pod);
+  }
+
+  /** The copy of a record in its pod dir, when it is whole and belongs there. */
+  private async readCopy(dir: string, id: string): Promise<PodRecord | undefined> {
+    try {
+      const copy = validatePodRecord(JSON.parse(await readFile(join(dir, RECORD_COPY), 'utf8')));
+      return copy.id === id && copy.dir === dir ? copy : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   private async makeNamespaces(pod: PodRecord, plan: PodPlan): Promise<void> {
@@ -374,7 +403,8 @@ export class PodManager {
       try {
         if (pod.creating) {
           log.warn('pod was being created when the daemon stopped; undoing it');
-          await this.destroy(pod, log);
+          // the copy knows the steps done after the record was last written (cgroup dirs, init, CNI result)
+          await this.destroy((pod.dir && (await this.readCopy(pod.dir, pod.id))) || pod, log);
           continue;
         }
         this.pods.set(pod.id, pod);
@@ -408,13 +438,7 @@ export class PodManager {
   private async cleanOrphanDir(name: string): Promise<void> {
     const dir = join(this.podsDir, name);
     const log = this.log.child({ pod: name });
-    let copy: PodRecord | undefined;
-    try {
-      copy = validatePodRecord(JSON.parse(await readFile(join(dir, RECORD_COPY), 'utf8')));
-      if (copy.id !== name || copy.dir !== dir) copy = undefined;
-    } catch {
-      copy = undefined;
-    }
+    const copy = await this.readCopy(dir, name);
     if (copy) {
       log.warn({ dir }, 'pod dir without a record; releasing the pod from the copy in its dir');
       await this.destroy(copy, log);
