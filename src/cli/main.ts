@@ -28,6 +28,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('-i, --image-endpoint <endpoint>', 'image service endpoint (defaults to the runtime endpoint)')
     .option('-t, --timeout <duration>', 'timeout of each call (e.g. 2s, 1m; 0 = none)', '10s')
     .option('-D, --debug', 'debug output')
+    // global options go before the verb (as crictl's): `stop -t 5` is the verb's timeout, not the call's
+    .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
 
