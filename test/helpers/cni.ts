@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 
-export const GUARD_CHAIN = 'SKIFF-PODS-GUARD';
+// One chain per test process: test files run in parallel, and one file's afterAll must not take away
+// the guard another file's pods still rely on.
+export const GUARD_CHAIN = `SKPOD-GUARD-${process.pid}`;
 const SUBNET = '10.89.0.0/16';
 
 function ipt(args: string[]): boolean {
@@ -17,7 +19,7 @@ function ipt(args: string[]): boolean {
   }
 }
 
-/** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet. */
+/** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet (v4; v6 test ranges never get a gateway). */
 export function installGuard(): void {
   if (!ipt(['-n', '-L', GUARD_CHAIN])) ipt(['-N', GUARD_CHAIN]);
   ipt(['-F', GUARD_CHAIN]);

@@ -222,7 +222,7 @@ describe('pod sandboxes: teardown never leaks', () => {
 
   it('ten concurrent Stop/Remove calls on one pod all succeed; many pods stop and go without a trace', async () => {
     const { d, net } = await env.netDaemon();
-    const ids = await Promise.all(Array.from({ length: 6 }, () => run(d, env.podConfig())));
+    const ids = await Promise.all(Array.from({ length: 10 }, () => run(d, env.podConfig())));
     const calls = Array.from({ length: 10 }, (_, i) =>
       runtimeCall(d.client, i % 2 ? 'RemovePodSandbox' : 'StopPodSandbox', { pod_sandbox_id: ids[0] }),
     );
