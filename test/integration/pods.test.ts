@@ -3,7 +3,7 @@ import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { readdir, readFile, writeFile, mkdir, copyFile, chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, makeScratchDir } from '../helpers/daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, bridgePorts } from '../helpers/cni.js';
 import { PodTestEnv, sh, codeOf, runPod as run, podStatus, netnsOf, listenIn, NODE, CONNECT } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
@@ -62,8 +62,12 @@ describe('pod sandboxes on a CNI bridge', () => {
 
   it('survives kill -9: pods, IPs and CNI result unchanged after restart, stop/remove still work', async () => {
     const { d, net } = await env.netDaemon({ cniVersion: '0.4.0' });
-    const ids = await Promise.all([run(d, env.podConfig()), run(d, env.podConfig())]);
+    const withInit = env.podConfig();
+    withInit.linux!.security_context!.namespace_options!.pid = 'POD';
+    const ids = await Promise.all([run(d, env.podConfig()), run(d, env.podConfig()), run(d, withInit)]);
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: ids[1] });
     const before = await Promise.all(ids.map((id) => podStatus(d, id, true)));
+    const initPid = (JSON.parse(before[2].info.info) as { pid: number }).pid;
     await d.stop('SIGKILL');
     const d2 = await env.restart(d);
     const after = await Promise.all(ids.map((id) => podStatus(d2, id, true)));
@@ -71,7 +75,39 @@ describe('pod sandboxes on a CNI bridge', () => {
       expect(s.status).toEqual(before[i].status);
       expect(JSON.parse(s.info.info).cniResult).toEqual(JSON.parse(before[i].info.info).cniResult);
     }
+    expect(after.map((s) => s.status!.state)).toEqual(['SANDBOX_READY', 'SANDBOX_NOTREADY', 'SANDBOX_READY']);
+    // the pod init outlived the daemon and is still the pod's; stop ends it
+    expect(await readFile(`/proc/${initPid}/comm`, 'utf8')).toBe('catatonit\n');
+    await runtimeCall(d2.client, 'StopPodSandbox', { pod_sandbox_id: ids[2] });
+    expect(await readFile(`/proc/${initPid}/comm`, 'utf8').catch(() => 'gone')).not.toBe('catatonit\n');
     for (const id of ids) await runtimeCall(d2.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    expect(await env.leftovers(d2, net)).toEqual([]);
+  });
+
+  it('after a reboot (pod dirs and pins gone) pods come back NOTREADY, their network released, and go away cleanly', async () => {
+    const { d, net } = await env.netDaemon();
+    const withInit = env.podConfig();
+    withInit.linux!.security_context!.namespace_options!.pid = 'POD';
+    const ids = await Promise.all([run(d, env.podConfig()), run(d, withInit)]);
+    const ips = await Promise.all(ids.map(async (id) => (await podStatus(d, id)).status!.network!.ip));
+    const initPid = (JSON.parse((await podStatus(d, ids[1], true)).info.info) as { pid: number }).pid;
+    await d.stop('SIGKILL');
+    // what a reboot does to the state dir (tmpfs) and to processes; the root dir with records stays
+    process.kill(initPid, 'SIGKILL');
+    await removeScratchDir(d.state);
+    expect((await readdir(join(net.leaseDir, net.name))).filter((n) => n.startsWith('10.89.'))).toHaveLength(2);
+    const d2 = await env.restart(d);
+    const after = await Promise.all(ids.map((id) => podStatus(d2, id)));
+    expect(after.map((s) => s.status!.state)).toEqual(['SANDBOX_NOTREADY', 'SANDBOX_NOTREADY']);
+    // status still tells which IPs the pods had
+    expect(after.map((s) => s.status!.network!.ip)).toEqual(ips);
+    expect(d2.logs()).toContain('pod namespaces are gone; marking it NOTREADY');
+    // CNI DEL ran at start-up (no netns any more): the leases are free again
+    expect((await readdir(join(net.leaseDir, net.name))).filter((n) => n.startsWith('10.89.'))).toEqual([]);
+    for (const id of ids) {
+      await runtimeCall(d2.client, 'StopPodSandbox', { pod_sandbox_id: id });
+      await runtimeCall(d2.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    }
     expect(await env.leftovers(d2, net)).toEqual([]);
   });
 });
@@ -266,6 +302,8 @@ describe('pod sandboxes: port mappings', () => {
     const hostPort = 30000 + Math.floor(Math.random() * 20000);
     const id = await run(d, env.podConfig({ port_mappings: [{ protocol: 'TCP', container_port: 8080, host_port: hostPort, host_ip: '' }] }));
     const stopListener = await listenIn(await netnsOf(d, id), 8080);
+    // DNAT of 127.0.0.1 to the pod only routes with route_localnet on the bridge: portmap (snat on) sets it
+    expect(await readFile(`/proc/sys/net/ipv4/conf/${net.bridge}/route_localnet`, 'utf8')).toBe('1\n');
     try {
       const r = await sh(NODE, ['-e', CONNECT('127.0.0.1', hostPort)]);
       expect(r.stderr).toBe('');
