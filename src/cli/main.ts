@@ -6,6 +6,7 @@ import { registerDaemon } from './commands/daemon.js';
 import { registerRuntimeInfo } from './commands/runtime-info.js';
 import { registerImages } from './commands/images.js';
 import { registerStats } from './commands/stats.js';
+import { registerPods } from './commands/pods.js';
 import { SKIFF_VERSION } from '../version.js';
 import { errorMessage } from '../errors.js';
 
@@ -27,6 +28,8 @@ export async function main(argv: string[]): Promise<number> {
     .option('-i, --image-endpoint <endpoint>', 'image service endpoint (defaults to the runtime endpoint)')
     .option('-t, --timeout <duration>', 'timeout of each call (e.g. 2s, 1m; 0 = none)', '10s')
     .option('-D, --debug', 'debug output')
+    // global options go before the verb (as crictl's): `stop -t 5` is the verb's timeout, not the call's
+    .enablePositionalOptions()
     .showHelpAfterError()
     .exitOverride();
 
@@ -34,6 +37,7 @@ export async function main(argv: string[]): Promise<number> {
   registerRuntimeInfo(program, cli);
   registerImages(program, cli);
   registerStats(program, cli);
+  registerPods(program, cli);
 
   try {
     await program.parseAsync(argv, { from: 'user' });
