@@ -110,10 +110,14 @@ function shq(s: string): string {
 class LayerWriter {
   /** Directories inside dest known to be real directories created or checked by us (relative paths). */
   private readonly safeDirs = new Set<string>(['']);
-  private readonly dirTimes: { path: string; mtime: Date }[] = [];
-  /** Shell lines for mknod/setfattr, run once at the end. `F` lines must succeed, `D` lines may fail. */
-  private readonly special: string[] = [];
-  private readonly whiteouts: string[] = [];
+  private readonly dirTimes: { rel: string; mtime: Date }[] = [];
+  /**
+   * Shell lines for mknod/setfattr, run once at the end. `dir` must still be a real directory of the layer
+   * then (a later entry may have replaced it, or a parent, with a symlink): otherwise the line is dropped.
+   */
+  private readonly special: { dir: string; line: string }[] = [];
+  /** Paths whited out by this layer; applied at the end since they only hide what lower layers have. */
+  private readonly whiteouts = new Set<string>();
   readonly skippedDevices: string[] = [];
   size = 0;
 
@@ -174,7 +178,7 @@ class LayerWriter {
       const name = k.slice('SCHILY.xattr.'.length);
       // overlay's own xattrs inside a layer would let it forge whiteouts/redirects: never applied
       if (name.startsWith('trusted.overlay.')) continue;
-      this.special.push(`setfattr -h -n ${shq(name)} -v 0x${Buffer.from(v, 'latin1').toString('hex')} -- ${shq(this.abs(rel))} 2>/dev/null || true`);
+      this.special.push({ dir: parentOf(rel), line: `setfattr -h -n ${shq(name)} -v 0x${Buffer.from(v, 'latin1').toString('hex')} -- ${shq(this.abs(rel))} 2>/dev/null || true` });
     }
   }
 
@@ -190,15 +194,14 @@ class LayerWriter {
     const parentRel = parts.slice(0, -1).join('/');
     if (base === OPAQUE) {
       body.resume();
-      this.special.push(`setfattr -n trusted.overlay.opaque -v y -- ${shq(this.abs(parentRel))} || echo FAIL ${shq(parentRel)}`);
+      this.special.push({ dir: parentRel, line: this.opaqueLine(parentRel) });
       return;
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {
       body.resume();
-      const rel = [...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/');
-      if (base.length === WHITEOUT_PREFIX.length) return;
-      await this.clearFor(rel, false);
-      this.whiteouts.push(rel);
+      // Same-layer entries are never hidden by a whiteout (it applies to lower layers only), whatever the
+      // order of entries: so nothing is removed here, see finish().
+      if (base.length > WHITEOUT_PREFIX.length) this.whiteouts.add([...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/'));
       return;
     }
     const rel = parts.join('/');
@@ -209,7 +212,7 @@ class LayerWriter {
         if (!(await this.clearFor(rel, true))) await mkdir(path, { mode: 0o700 });
         this.safeDirs.add(rel);
         await this.meta(path, h, false);
-        this.dirTimes.push({ path, mtime: h.mtime ?? new Date(0) });
+        this.dirTimes.push({ rel, mtime: h.mtime ?? new Date(0) });
         break;
       }
       case 'file':
@@ -266,9 +269,10 @@ class LayerWriter {
         await this.clearFor(rel, false);
         const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
         const mode = ((h.mode ?? 0o644) & 0o7777).toString(8);
-        this.special.push(
-          `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`,
-        );
+        this.special.push({
+          dir: parentRel,
+          line: `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`,
+        });
         break;
       }
       default:
@@ -279,21 +283,57 @@ class LayerWriter {
     this.xattrs(rel, h);
   }
 
-  async finish(): Promise<void> {
-    for (const rel of this.whiteouts) {
-      // a later entry of the same layer may have recreated the path: then it is not hidden
-      this.special.push(`[ -e ${shq(this.abs(rel))} ] || [ -L ${shq(this.abs(rel))} ] || mknod -- ${shq(this.abs(rel))} c 0 0 || echo FAIL ${shq(rel)}`);
+  private opaqueLine(rel: string): string {
+    return `setfattr -n trusted.overlay.opaque -v y -- ${shq(this.abs(rel))} || echo FAIL ${shq(rel)}`;
+  }
+
+  /** Whether rel and all its parents are still real directories (not symlinks) of this layer. */
+  private async realDir(rel: string, cache: Map<string, boolean>): Promise<boolean> {
+    let cur = '';
+    for (const p of rel === '' ? [] : rel.split('/')) {
+      cur = cur === '' ? p : `${cur}/${p}`;
+      let ok = cache.get(cur);
+      if (ok === undefined) {
+        ok = await lstat(this.abs(cur)).then(
+          (st) => st.isDirectory(),
+          () => false,
+        );
+        cache.set(cur, ok);
+      }
+      if (!ok) return false;
     }
-    if (this.special.length > 0) {
-      const res = await run('sh', ['-s'], { input: this.special.join('\n') + '\n', timeoutMs: 120_000 });
+    return true;
+  }
+
+  async finish(): Promise<void> {
+    const cache = new Map<string, boolean>();
+    const lines: string[] = [];
+    for (const op of this.special) if (await this.realDir(op.dir, cache)) lines.push(op.line);
+    for (const rel of this.whiteouts) {
+      if (!(await this.realDir(parentOf(rel), cache))) continue;
+      const st = await lstat(this.abs(rel)).catch(() => undefined);
+      // nothing of this layer there: an overlay whiteout; a directory of this layer replaces the lower one
+      // entirely, so it is opaque; a file of this layer simply replaces the lower entry
+      if (!st) lines.push(`mknod -- ${shq(this.abs(rel))} c 0 0 || echo FAIL ${shq(rel)}`);
+      else if (st.isDirectory()) lines.push(this.opaqueLine(rel));
+    }
+    if (lines.length > 0) {
+      const res = await run('sh', ['-s'], { input: lines.join('\n') + '\n', timeoutMs: 120_000 });
       for (const line of res.stdout.split('\n')) {
         if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
-        if (line.startsWith('FAIL ')) throw internal(`could not create the overlay whiteout for "${line.slice(5)}": ${res.stderr.trim().slice(0, 300)}`);
+        if (line.startsWith('FAIL ')) throw internal(`could not create the overlay whiteout or opaque marker for "${line.slice(5)}": ${res.stderr.trim().slice(0, 300)}`);
       }
     }
     // directory mtimes last: creating their children changed them
-    for (const d of this.dirTimes.reverse()) await lutimes(d.path, d.mtime, d.mtime).catch(() => undefined);
+    for (const d of this.dirTimes.reverse()) {
+      if (await this.realDir(d.rel, cache)) await lutimes(this.abs(d.rel), d.mtime, d.mtime).catch(() => undefined);
+    }
   }
+}
+
+function parentOf(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? '' : rel.slice(0, i);
 }
 
 /** Unpacks a (possibly compressed) layer stream into the empty directory `dest`. */
