@@ -192,9 +192,21 @@ async function startRegistry(img) {
   return { host, image: `${host}/${repo}:bookworm` };
 }
 
+/** Removes a runtime's dir after unmounting what it left mounted there (its pod dir, snapshots). */
+async function removeDir(dir) {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1])
+    .filter((m) => m && (m === dir || m.startsWith(`${dir}/`)))
+    .sort()
+    .reverse();
+  for (const m of mounts) spawnSync('umount', ['-l', m]);
+  await rm(dir, { recursive: true, force: true });
+}
+
 async function startSkiff() {
   const dir = join(DIR, 'skiff');
-  await rm(dir, { recursive: true, force: true });
+  await removeDir(dir);
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'config.toml'), '');
   const socket = join(dir, 'skiff.sock');
@@ -205,9 +217,7 @@ async function startSkiff() {
 
 async function startContainerd(registryHost) {
   const dir = join(DIR, 'containerd');
-  // containerd may leave mounts behind if killed: unmount before removing its root
-  spawnSync('sh', ['-c', `grep -o ' ${dir}[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l`]);
-  await rm(dir, { recursive: true, force: true });
+  await removeDir(dir);
   const certs = join(dir, 'certs.d', registryHost);
   await mkdir(certs, { recursive: true });
   await mkdir(join(dir, 'cni'), { recursive: true });

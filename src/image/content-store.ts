@@ -10,6 +10,7 @@ import { Transform, type Readable } from 'node:stream';
 import { invalidArgument, errnoCode, unavailable, SkiffError } from '../errors.js';
 import { isDigest } from './reference.js';
 import { fsyncDir } from '../store/atomic.js';
+import { streamed } from '../util/gc.js';
 
 /** Something that can (re)open a blob's bytes; called again for each retry. */
 export type BlobSource = () => Promise<Readable>;
@@ -33,6 +34,7 @@ export function verifier(digest: string, size: number | undefined): Transform & 
         return;
       }
       hash.update(chunk);
+      streamed.add(chunk.length);
       cb(null, chunk);
     },
   });

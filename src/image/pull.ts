@@ -1,7 +1,6 @@
 // One pull: resolve the reference to a manifest for this platform, fetch config and layers into the content
 // store (in parallel, verified), unpack each layer once into its chain-ID snapshot, and return the record.
 // Nothing is recorded unless every step succeeded; blobs already verified stay for the next attempt.
-import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { ContentStore } from './content-store.js';
 import type { SnapshotStore } from './snapshots.js';
@@ -12,7 +11,7 @@ import { invalidArgument, SkiffError, errorMessage } from '../errors.js';
 import type { ImageReference } from './reference.js';
 import type { RegistryEndpoint } from './hosts.js';
 import type { Credentials } from './auth.js';
-import { unpackLayer } from './unpack.js';
+import { unpackLayerFile } from './unpack.js';
 import type { ImageRecord } from './image-store.js';
 import type { Logger } from '../log.js';
 
@@ -146,7 +145,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     // every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
     // overlay stacks them (rootfs.ts), where it is strict.
     const snap = await job.snapshots.ensure(chainIds[i], async (fsDir) => {
-      const res = await unpackLayer(createReadStream(job.content.path(layer.digest)), fsDir, diffIds[i]);
+      const res = await unpackLayerFile(job.content.path(layer.digest), fsDir, diffIds[i]);
       if (res.skippedDevices.length) job.log.warn({ layer: layer.digest, devices: res.skippedDevices.slice(0, 20) }, 'device nodes could not be created; skipped');
       return res;
     });

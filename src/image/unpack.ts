@@ -10,16 +10,23 @@
 //     point at files inside the layer;
 //   - the uncompressed stream is hashed and must equal the config's diff_id.
 // Node has no mknod or setxattr, so those few operations are batched into one `sh` run per layer.
+// File system calls are synchronous: a layer is thousands of tiny files, and an async call per step (open,
+// write, chown, chmod, utimes, close) costs a thread-pool round trip each, which dominated pull time. The
+// daemon runs this in a worker thread (unpack-worker.ts), so its event loop is never blocked by it.
 import { createGunzip } from 'node:zlib';
 import { spawn } from 'node:child_process';
-import { open, mkdir, symlink, link, lstat, rm, chmod, lchown, lutimes } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { availableParallelism } from 'node:os';
+import { createReadStream, existsSync, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, rmSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
-import { invalidArgument, errnoCode, internal } from '../errors.js';
+import { invalidArgument, errnoCode, internal, SkiffError, type ErrorKind } from '../errors.js';
 import { run } from '../util/exec.js';
+import { streamed } from '../util/gc.js';
 
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE = '.wh..wh..opq';
@@ -128,46 +135,66 @@ class LayerWriter {
   }
 
   /** Makes sure every parent of `parts` is a real directory of this layer; refuses symlinked parents. */
-  private async ensureParents(parts: string[], original: string): Promise<void> {
+  private ensureParents(parts: string[], original: string): void {
     let rel = '';
     for (const p of parts.slice(0, -1)) {
       rel = rel === '' ? p : `${rel}/${p}`;
       if (this.safeDirs.has(rel)) continue;
-      try {
-        const st = await lstat(this.abs(rel));
-        if (st.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
-        if (!st.isDirectory()) await rm(this.abs(rel), { force: true });
-        else {
-          this.safeDirs.add(rel);
-          continue;
-        }
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
+      const st = lstatOrUndefined(this.abs(rel));
+      if (st?.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
+      if (st?.isDirectory()) {
+        this.safeDirs.add(rel);
+        continue;
       }
+      if (st) rmSync(this.abs(rel), { force: true });
       // parent with no tar entry of its own: created with docker's defaults
-      await mkdir(this.abs(rel), { mode: 0o755 });
+      mkdirSync(this.abs(rel), { mode: 0o755 });
       this.safeDirs.add(rel);
     }
   }
 
   /** Removes whatever is at rel unless both are directories. */
-  private async clearFor(rel: string, isDir: boolean): Promise<boolean> {
-    try {
-      const st = await lstat(this.abs(rel));
-      if (isDir && st.isDirectory()) return true;
-      await rm(this.abs(rel), { recursive: true, force: true });
-      for (const d of this.safeDirs) if (d === rel || d.startsWith(`${rel}/`)) this.safeDirs.delete(d);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }
+  private clearFor(rel: string, isDir: boolean): boolean {
+    const st = lstatOrUndefined(this.abs(rel));
+    if (!st) return false;
+    if (isDir && st.isDirectory()) return true;
+    rmSync(this.abs(rel), { recursive: true, force: true });
+    for (const d of this.safeDirs) if (d === rel || d.startsWith(`${rel}/`)) this.safeDirs.delete(d);
     return false;
   }
 
-  private async meta(path: string, h: Headers, isLink: boolean): Promise<void> {
-    if (IS_ROOT) await lchown(path, h.uid ?? 0, h.gid ?? 0);
-    if (!isLink) await chmod(path, (h.mode ?? 0o644) & 0o7777);
+  private meta(path: string, h: Headers, isLink: boolean): void {
+    if (IS_ROOT) lchownSync(path, h.uid ?? 0, h.gid ?? 0);
+    if (!isLink) chmodSync(path, (h.mode ?? 0o644) & 0o7777);
     const mtime = h.mtime ?? new Date(0);
-    await lutimes(path, mtime, mtime);
+    lutimesSync(path, mtime, mtime);
+  }
+
+  /** Creates a regular file from the entry's body; EEXIST (an earlier entry of the layer) is replaced. */
+  private async writeFile(rel: string, h: Headers, body: Readable): Promise<void> {
+    const path = this.abs(rel);
+    let fd: number;
+    try {
+      fd = openSync(path, 'wx', 0o600);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      this.clearFor(rel, false);
+      fd = openSync(path, 'wx', 0o600);
+    }
+    try {
+      for await (const chunk of body) {
+        const b = chunk as Buffer;
+        this.size += b.length;
+        for (let off = 0; off < b.length; ) off += writeSync(fd, b, off);
+      }
+      if (IS_ROOT) fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
+      // after chown, which clears set-id bits
+      fchmodSync(fd, (h.mode ?? 0o644) & 0o7777);
+      const mtime = h.mtime ?? new Date(0);
+      futimesSync(fd, mtime, mtime);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   private xattrs(rel: string, h: Headers): void {
@@ -189,7 +216,7 @@ class LayerWriter {
       body.resume();
       return;
     }
-    await this.ensureParents(parts, h.name);
+    this.ensureParents(parts, h.name);
     const base = parts[parts.length - 1];
     const parentRel = parts.slice(0, -1).join('/');
     if (base === OPAQUE) {
@@ -209,9 +236,9 @@ class LayerWriter {
     switch (h.type) {
       case 'directory': {
         body.resume();
-        if (!(await this.clearFor(rel, true))) await mkdir(path, { mode: 0o700 });
+        if (!this.clearFor(rel, true)) mkdirSync(path, { mode: 0o700 });
         this.safeDirs.add(rel);
-        await this.meta(path, h, false);
+        this.meta(path, h, false);
         this.dirTimes.push({ rel, mtime: h.mtime ?? new Date(0) });
         break;
       }
@@ -219,54 +246,36 @@ class LayerWriter {
       case 'contiguous-file':
       case null:
       case undefined: {
-        await this.clearFor(rel, false);
-        const fh = await open(path, 'wx', 0o600);
-        try {
-          for await (const chunk of body) {
-            const b = chunk as Buffer;
-            this.size += b.length;
-            await fh.write(b);
-          }
-          if (IS_ROOT) await fh.chown(h.uid ?? 0, h.gid ?? 0);
-          await fh.chmod((h.mode ?? 0o644) & 0o7777);
-          const mtime = h.mtime ?? new Date(0);
-          await fh.utimes(mtime, mtime);
-        } finally {
-          await fh.close();
-        }
+        await this.writeFile(rel, h, body);
         break;
       }
       case 'symlink': {
         body.resume();
-        await this.clearFor(rel, false);
+        this.clearFor(rel, false);
         // the target is stored as-is: it is only resolved inside the container's mount namespace
-        await symlink(h.linkname ?? '', path);
-        await this.meta(path, h, true);
+        symlinkSync(h.linkname ?? '', path);
+        this.meta(path, h, true);
         break;
       }
       case 'link': {
         body.resume();
         const target = cleanPath(h.linkname ?? '');
         if (target.length === 0) throw invalidArgument(`layer hardlink "${h.name}" has an empty target`);
-        await this.ensureParents(target, h.linkname ?? '');
+        this.ensureParents(target, h.linkname ?? '');
         const tpath = this.abs(target.join('/'));
-        let st;
-        try {
-          st = await lstat(tpath);
-        } catch {
-          throw invalidArgument(`layer hardlink "${h.name}" points at "${h.linkname}", which is not in this layer`);
-        }
+        const st = lstatOrUndefined(tpath);
+        if (!st) throw invalidArgument(`layer hardlink "${h.name}" points at "${h.linkname}", which is not in this layer`);
         if (st.isDirectory()) throw invalidArgument(`layer hardlink "${h.name}" points at a directory`);
         if (tpath === path) break;
-        await this.clearFor(rel, false);
-        await link(tpath, path);
+        this.clearFor(rel, false);
+        linkSync(tpath, path);
         break;
       }
       case 'character-device':
       case 'block-device':
       case 'fifo': {
         body.resume();
-        await this.clearFor(rel, false);
+        this.clearFor(rel, false);
         const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
         const mode = ((h.mode ?? 0o644) & 0o7777).toString(8);
         this.special.push({
@@ -288,16 +297,13 @@ class LayerWriter {
   }
 
   /** Whether rel and all its parents are still real directories (not symlinks) of this layer. */
-  private async realDir(rel: string, cache: Map<string, boolean>): Promise<boolean> {
+  private realDir(rel: string, cache: Map<string, boolean>): boolean {
     let cur = '';
     for (const p of rel === '' ? [] : rel.split('/')) {
       cur = cur === '' ? p : `${cur}/${p}`;
       let ok = cache.get(cur);
       if (ok === undefined) {
-        ok = await lstat(this.abs(cur)).then(
-          (st) => st.isDirectory(),
-          () => false,
-        );
+        ok = lstatOrUndefined(this.abs(cur))?.isDirectory() === true;
         cache.set(cur, ok);
       }
       if (!ok) return false;
@@ -308,10 +314,10 @@ class LayerWriter {
   async finish(): Promise<void> {
     const cache = new Map<string, boolean>();
     const lines: string[] = [];
-    for (const op of this.special) if (await this.realDir(op.dir, cache)) lines.push(op.line);
+    for (const op of this.special) if (this.realDir(op.dir, cache)) lines.push(op.line);
     for (const rel of this.whiteouts) {
-      if (!(await this.realDir(parentOf(rel), cache))) continue;
-      const st = await lstat(this.abs(rel)).catch(() => undefined);
+      if (!this.realDir(parentOf(rel), cache)) continue;
+      const st = lstatOrUndefined(this.abs(rel));
       // nothing of this layer there: an overlay whiteout; a directory of this layer replaces the lower one
       // entirely, so it is opaque; a file of this layer simply replaces the lower entry
       if (!st) lines.push(`mknod -- ${shq(this.abs(rel))} c 0 0 || echo FAIL ${shq(rel)}`);
@@ -326,8 +332,17 @@ class LayerWriter {
     }
     // directory mtimes last: creating their children changed them
     for (const d of this.dirTimes.reverse()) {
-      if (await this.realDir(d.rel, cache)) await lutimes(this.abs(d.rel), d.mtime, d.mtime).catch(() => undefined);
+      if (this.realDir(d.rel, cache)) lutimesSync(this.abs(d.rel), d.mtime, d.mtime);
     }
+  }
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+    throw err;
   }
 }
 
@@ -343,6 +358,7 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
   const hasher = new Transform({
     transform(chunk: Buffer, _e, cb) {
       hash.update(chunk);
+      streamed.add(chunk.length);
       cb(null, chunk);
     },
   });
@@ -369,4 +385,54 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
     throw invalidArgument(`layer content has diff_id ${diffId}, the image config says ${expectedDiffId}`);
   }
   return { diffId, size: writer.size, skippedDevices: writer.skippedDevices };
+}
+
+/** What the worker posts back: the result, or the error's kind and message. */
+export type UnpackReply = { ok: true; res: UnpackResult } | { ok: false; kind: ErrorKind; message: string };
+
+const WORKER = fileURLToPath(new URL('./unpack-worker.js', import.meta.url));
+
+/**
+ * Unpacks the layer blob `file` into `dest` in a worker thread: the tar parsing and the synchronous file system
+ * calls then run beside the daemon's event loop (and beside other layers' unpacks), never blocking it.
+ * Run from TypeScript sources (tests) there is no compiled worker, so it unpacks in this thread instead.
+ */
+export async function unpackLayerFile(file: string, dest: string, expectedDiffId?: string): Promise<UnpackResult> {
+  if (!existsSync(WORKER)) return unpackLayer(createReadStream(file), dest, expectedDiffId);
+  // each worker is an isolate of its own (~10 MB): no more of them than there are cores to run them
+  while (activeWorkers >= MAX_WORKERS) await new Promise<void>((r) => workerQueue.push(r));
+  activeWorkers++;
+  try {
+    return await runWorker(file, dest, expectedDiffId);
+  } finally {
+    activeWorkers--;
+    workerQueue.shift()?.();
+  }
+}
+
+const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism()));
+let activeWorkers = 0;
+const workerQueue: (() => void)[] = [];
+
+function runWorker(file: string, dest: string, expectedDiffId?: string): Promise<UnpackResult> {
+  return new Promise((resolve, reject) => {
+    // small heaps: layer data streams through in chunks, nothing large is ever held
+    const w = new Worker(WORKER, { workerData: { file, dest, expectedDiffId }, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 } });
+    let settled = false;
+    w.once('message', (m: UnpackReply) => {
+      settled = true;
+      if (m.ok) resolve(m.res);
+      else reject(new SkiffError(m.kind, m.message, { path: dest }));
+    });
+    w.once('error', (e) => {
+      if (settled) return;
+      settled = true;
+      reject(internal(`layer unpack worker failed: ${e.message}`, { path: dest }, e));
+    });
+    w.once('exit', (code) => {
+      if (settled) return;
+      settled = true;
+      reject(internal(`layer unpack worker exited with code ${code}`, { path: dest }));
+    });
+  });
 }

@@ -1,0 +1,40 @@
+// Bounds the memory of data streaming through the daemon (blob downloads, layer unpacking).
+// A streamed chunk is a large off-heap Buffer behind a tiny JS object. V8 frees the Buffer only when it
+// collects that object, and tiny objects barely fill the young generation, so hundreds of MB streamed can
+// leave tens of MB of dead Buffers waiting for the external-memory limit to force a GC. A minor GC (a
+// scavenge of the young generation: about a millisecond) every few MB streamed keeps that bounded.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+type GcFn = (opts: { type: 'minor' | 'major'; execution: 'sync' | 'async' }) => void;
+
+let gcFn: GcFn | null | undefined;
+
+function gc(): GcFn | null {
+  if (gcFn === undefined) {
+    try {
+      setFlagsFromString('--expose-gc');
+      gcFn = runInNewContext('gc') as GcFn;
+    } catch {
+      gcFn = null;
+    }
+  }
+  return gcFn;
+}
+
+const EVERY_BYTES = 8 * 1024 * 1024;
+
+/** Counts bytes streamed by one thread; scavenges each time another EVERY_BYTES went through. */
+export class StreamedBytes {
+  private pending = 0;
+
+  add(n: number): void {
+    this.pending += n;
+    if (this.pending < EVERY_BYTES) return;
+    this.pending = 0;
+    gc()?.({ type: 'minor', execution: 'sync' });
+  }
+}
+
+/** One counter per thread (the daemon's main thread, each unpack worker). */
+export const streamed = new StreamedBytes();
