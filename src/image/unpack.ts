@@ -52,9 +52,18 @@ export function cleanPath(name: string): string[] {
   return out;
 }
 
-/** Sniffs the first bytes and returns the decompressed stream. */
-async function decompress(body: Readable): Promise<{ stream: Readable; done: Promise<void> }> {
+/**
+ * Sniffs the first bytes and returns the decompressed stream. The magic bytes decide, as in containerd: a
+ * gzip layer typed as plain tar, or zstd typed as gzip, still unpacks. A layer typed zstd (OCI `+zstd` or
+ * Docker's `.tar.zstd`) must start with zstd's magic: it is refused otherwise.
+ */
+async function decompress(body: Readable, mediaType?: string): Promise<{ stream: Readable; done: Promise<void> }> {
   const head = await firstChunk(body);
+  const isZstd = head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528;
+  if (mediaType && /[+.]zstd$/.test(mediaType) && !isZstd) {
+    body.destroy();
+    throw invalidArgument(`layer is typed ${mediaType} but its data does not start with zstd's magic bytes (it starts with 0x${head.subarray(0, 4).toString('hex')})`);
+  }
   const src = new PassThrough();
   src.write(head);
   body.pipe(src);
@@ -65,7 +74,7 @@ async function decompress(body: Readable): Promise<{ stream: Readable; done: Pro
     src.once('error', (e) => gunzip.destroy(e));
     return { stream: gunzip, done: Promise.resolve() };
   }
-  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
+  if (isZstd) {
     // Node 20's zlib has no zstd; Debian's zstd streams at ~230 MB/s
     const child = spawn('zstd', ['-dcq'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let err = '';
@@ -352,8 +361,8 @@ function parentOf(rel: string): string {
 }
 
 /** Unpacks a (possibly compressed) layer stream into the empty directory `dest`. */
-export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string): Promise<UnpackResult> {
-  const { stream, done } = await decompress(body);
+export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  const { stream, done } = await decompress(body, mediaType);
   const hash = createHash('sha256');
   const hasher = new Transform({
     transform(chunk: Buffer, _e, cb) {
@@ -397,13 +406,13 @@ const WORKER = fileURLToPath(new URL('./unpack-worker.js', import.meta.url));
  * calls then run beside the daemon's event loop (and beside other layers' unpacks), never blocking it.
  * Run from TypeScript sources (tests) there is no compiled worker, so it unpacks in this thread instead.
  */
-export async function unpackLayerFile(file: string, dest: string, expectedDiffId?: string): Promise<UnpackResult> {
-  if (!existsSync(WORKER)) return unpackLayer(createReadStream(file), dest, expectedDiffId);
+export async function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  if (!existsSync(WORKER)) return unpackLayer(createReadStream(file), dest, expectedDiffId, mediaType);
   // each worker is an isolate of its own (~10 MB): no more of them than there are cores to run them
   while (activeWorkers >= MAX_WORKERS) await new Promise<void>((r) => workerQueue.push(r));
   activeWorkers++;
   try {
-    return await runWorker(file, dest, expectedDiffId);
+    return await runWorker(file, dest, expectedDiffId, mediaType);
   } finally {
     activeWorkers--;
     workerQueue.shift()?.();
@@ -414,10 +423,10 @@ const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism()));
 let activeWorkers = 0;
 const workerQueue: (() => void)[] = [];
 
-function runWorker(file: string, dest: string, expectedDiffId?: string): Promise<UnpackResult> {
+function runWorker(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
   return new Promise((resolve, reject) => {
     // small heaps: layer data streams through in chunks, nothing large is ever held
-    const w = new Worker(WORKER, { workerData: { file, dest, expectedDiffId }, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 } });
+    const w = new Worker(WORKER, { workerData: { file, dest, expectedDiffId, mediaType }, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 } });
     let settled = false;
     w.once('message', (m: UnpackReply) => {
       settled = true;
