@@ -12,6 +12,9 @@ import type { Readable } from 'node:stream';
 import { notFound, permissionDenied, unavailable, invalidArgument, SkiffError, errorMessage } from '../errors.js';
 import type { RegistryEndpoint } from './hosts.js';
 import { parseChallenges, basicHeader, type Credentials, type Challenge } from './auth.js';
+import { baselineWasmOnly } from '../util/gc.js';
+
+baselineWasmOnly();
 
 const MAX_REDIRECTS = 5;
 const ATTEMPTS = 3;

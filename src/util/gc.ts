@@ -36,5 +36,19 @@ export class StreamedBytes {
   }
 }
 
+/**
+ * undici's HTTP parser is WebAssembly. V8 first compiles it with its baseline compiler (Liftoff), then
+ * recompiles the hot functions with its optimizing one in background threads, whose malloc arenas grew
+ * the daemon by 30-40 MB at the start of every big download here; Liftoff code alone parsed a loopback
+ * download as fast. The flag applies to wasm compiled after this call: call it before the first request.
+ */
+export function baselineWasmOnly(): void {
+  try {
+    setFlagsFromString('--liftoff-only');
+  } catch {
+    // an unknown flag on another V8: the default compilers then, nothing breaks
+  }
+}
+
 /** One counter per thread (the daemon's main thread, each unpack worker). */
 export const streamed = new StreamedBytes();
