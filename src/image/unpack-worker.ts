@@ -7,7 +7,7 @@ import { SkiffError, errorMessage } from '../errors.js';
 const { file, dest, expectedDiffId, mediaType } = workerData as { file: string; dest: string; expectedDiffId?: string; mediaType?: string };
 let reply: UnpackReply;
 try {
-  reply = { ok: true, res: await unpackLayer(createReadStream(file, { highWaterMark: 64 * 1024 }), dest, expectedDiffId, mediaType) };
+  reply = { ok: true, res: await unpackLayer(createReadStream(file, { highWaterMark: 512 * 1024 }), dest, expectedDiffId, mediaType) };
 } catch (err) {
   reply = { ok: false, kind: err instanceof SkiffError ? err.kind : 'internal', message: err instanceof SkiffError ? err.message : errorMessage(err) };
 }

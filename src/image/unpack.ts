@@ -69,7 +69,8 @@ async function decompress(body: Readable, mediaType?: string): Promise<{ stream:
   body.pipe(src);
   body.once('error', (e) => src.destroy(e));
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip();
+    // big output chunks: each one is a thread-pool round trip, 16 KiB ones made inflating latency-bound
+    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
     src.pipe(gunzip);
     src.once('error', (e) => gunzip.destroy(e));
     return { stream: gunzip, done: Promise.resolve() };
@@ -245,7 +246,8 @@ class LayerWriter {
     switch (h.type) {
       case 'directory': {
         body.resume();
-        if (!this.clearFor(rel, true)) mkdirSync(path, { mode: 0o700 });
+        // try first, look only on EEXIST: most entries are new paths
+        if (!tryCreate(() => mkdirSync(path, { mode: 0o700 })) && !this.clearFor(rel, true)) mkdirSync(path, { mode: 0o700 });
         this.safeDirs.add(rel);
         this.meta(path, h, false);
         this.dirTimes.push({ rel, mtime: h.mtime ?? new Date(0) });
@@ -260,9 +262,11 @@ class LayerWriter {
       }
       case 'symlink': {
         body.resume();
-        this.clearFor(rel, false);
         // the target is stored as-is: it is only resolved inside the container's mount namespace
-        symlinkSync(h.linkname ?? '', path);
+        if (!tryCreate(() => symlinkSync(h.linkname ?? '', path))) {
+          this.clearFor(rel, false);
+          symlinkSync(h.linkname ?? '', path);
+        }
         this.meta(path, h, true);
         break;
       }
@@ -346,9 +350,21 @@ class LayerWriter {
   }
 }
 
+/** Runs a create call; false when something already exists at the path (EEXIST), other errors thrown. */
+function tryCreate(create: () => void): boolean {
+  try {
+    create();
+    return true;
+  } catch (err) {
+    if (errnoCode(err) === 'EEXIST') return false;
+    throw err;
+  }
+}
+
 function lstatOrUndefined(path: string): Stats | undefined {
   try {
-    return lstatSync(path);
+    // no exception for the common "not there yet": building one per entry showed in profiles
+    return lstatSync(path, { throwIfNoEntry: false });
   } catch (err) {
     if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
     throw err;
