@@ -1,6 +1,9 @@
 // GetContainerEvents: a server stream per subscriber (the kubelet's evented PLEG keeps one open).
 // Writes respect gRPC backpressure; a subscriber that falls too far behind gets RESOURCE_EXHAUSTED
-// (policy in src/events/subscription.ts) and never holds up the runtime.
+// (policy in src/events/subscription.ts) and never holds up the runtime. A client that stops reading
+// altogether is detached at once (publishing and other subscribers go on); it sees the status only once
+// it reads what was already in flight, since HTTP/2 trailers follow the data. What it pins meanwhile is
+// bounded: the stream's write buffer and flow-control window, nothing more is written to it.
 import type * as grpc from '@grpc/grpc-js';
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
