@@ -45,7 +45,8 @@ export function withProcess(spec: OciSpec, input: SpecInput): OciSpec {
       args: commandLine(input),
       env: mergeEnv(input, input.pod.config.hostname),
       cwd,
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1_048_576, soft: 1_048_576 }],
+      // No rlimits of our own: raising a hard limit needs CAP_SYS_RESOURCE, which we may lack; the
+      // container inherits the monitor's.
     },
   };
 }
