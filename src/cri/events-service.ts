@@ -4,7 +4,7 @@
 // altogether is detached at once (publishing and other subscribers go on); it sees the status only once
 // it reads what was already in flight, since HTTP/2 trailers follow the data. What it pins meanwhile is
 // bounded: the stream's write buffer and flow-control window, nothing more is written to it.
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
 import type { GetEventsRequest__Output } from '../gen/runtime/v1/GetEventsRequest.js';
@@ -17,6 +17,8 @@ type EventsCall = grpc.ServerWritableStream<GetEventsRequest__Output, ContainerE
 
 export function streamContainerEvents(feed: ContainerEventFeed, call: EventsCall): Promise<void> {
   const sub = feed.subscribe();
+  // Headers right away: a client that sees them knows it is subscribed and will miss nothing from now on.
+  call.sendMetadata(new grpc.Metadata());
   const stop = () => sub.close();
   call.once('cancelled', stop);
   call.once('close', stop);
