@@ -1,10 +1,10 @@
 // Helpers for the issue-6 tests with real containers: a daemon on the k129 subnet (10.92.0.0/16, bridges
 // `sk129*`, its own forwarding guard and cgroup tree), busybox loaded, runc and crun handlers (crun marked
 // as able to do idmapped mounts: crun 1.8.1 has no `features` command to say so).
-import { readdir, rmdir } from 'node:fs/promises';
+import { readdir, rmdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir } from './daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir } from './daemon.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge } from './cni.js';
 import { loadBusybox } from './registry.js';
 import { destroyEnv, type OciEnv } from './containers.js';
@@ -30,6 +30,12 @@ export async function teardownK129(): Promise<void> {
   }
 }
 
+/** destroyEnv, then the scratch dir too (the daemon was given it, so its cleanup leaves it). */
+export async function destroyK129(env: OciEnv): Promise<void> {
+  await destroyEnv(env);
+  await removeScratchDir(env.dir);
+}
+
 /** A daemon with the k129 network, both handlers, busybox loaded; `extraConfig` is appended (TOML). */
 export async function k129Daemon(extraConfig = ''): Promise<OciEnv> {
   const dir = await makeScratchDir('sk129-');
@@ -44,12 +50,13 @@ export async function k129Daemon(extraConfig = ''): Promise<OciEnv> {
       await loadBusybox(d);
       await loadBusybox(d, BUSYBOX, 'crun');
     } catch (err) {
-      await destroyEnv(env);
+      await destroyK129(env);
       throw err;
     }
     return env;
   } catch (err) {
     deleteBridge(net);
+    await rm(dir, { recursive: true, force: true });
     throw err;
   }
 }

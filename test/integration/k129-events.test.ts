@@ -4,8 +4,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import { runtimeCall } from '../../src/cli/client.js';
-import { destroyEnv, type OciEnv } from '../helpers/containers.js';
-import { k129Daemon, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig } from '../helpers/k129.js';
+import type { OciEnv } from '../helpers/containers.js';
+import { k129Daemon, destroyK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig } from '../helpers/k129.js';
 import type { ContainerEventResponse__Output } from '../../src/gen/runtime/v1/ContainerEventResponse.js';
 
 let env: OciEnv | undefined;
@@ -14,7 +14,7 @@ beforeAll(async () => {
   env = await k129Daemon();
 });
 afterAll(async () => {
-  if (env) await destroyEnv(env);
+  if (env) await destroyK129(env);
   await teardownK129();
 });
 

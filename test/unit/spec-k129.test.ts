@@ -7,6 +7,10 @@ import type { ContainerConfig__Output } from '../../src/gen/runtime/v1/Container
 import type { Mount__Output } from '../../src/gen/runtime/v1/Mount.js';
 import type { IdmappedMount } from '../../src/oci/spec/idmap-mounts.js';
 import { SkiffError } from '../../src/errors.js';
+import { makeMountTargets } from '../../src/containers/k129-prepare.js';
+import { mkdtemp, mkdir, symlink, writeFile, stat, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 function mount(container_path: string, host_path: string, maps?: { uid: [number, number, number]; gid: [number, number, number] }): Mount__Output {
   const m = (t: [number, number, number]) => [{ container_id: t[0], host_id: t[1], length: t[2] }];
@@ -105,6 +109,12 @@ describe('user namespace and idmapped mounts steps', () => {
     expect(spec.linux.namespaces.filter((n) => n.type === 'user')).toEqual([{ type: 'user' }]);
     expect(spec.linux.uidMappings).toEqual([{ containerID: 0, hostID: 100000, size: 65536 }]);
     expect(spec.linux.gidMappings).toEqual([{ containerID: 0, hostID: 100000, size: 65536 }]);
+    // the pod's UTS namespace (owned by the host userns) already has its name; setting it would be EPERM
+    const withUts = input({ userns: true });
+    withUts.pod.namespaces = { ...withUts.pod.namespaces, uts: '/run/skiff/uts' };
+    expect(buildSpec(withUts).hostname).toBeUndefined();
+    withUts.pod.uidMappings = undefined;
+    expect(buildSpec(withUts).hostname).toBe('h');
   });
 
   it('leaves pods without userns in the host user namespace', () => {
@@ -132,5 +142,38 @@ describe('user namespace and idmapped mounts steps', () => {
     expect(noUserns).toThrow(/mount \/data has uid\/gid mappings but pod pod1 has no user namespace/);
     const half = { ...mount('/data', '/srv/data', { uid: [0, 100000, 65536], gid: [0, 100000, 65536] }), gidMappings: [] } as unknown as Mount__Output;
     expect(() => buildSpec(input({ userns: true, mounts: [half] }))).toThrow(/uidMappings and gidMappings must be given together/);
+  });
+});
+
+describe('mount targets for user-namespaced containers', () => {
+  it('makes missing dirs and files in the rootfs, never through a symlink, never in runtime-made filesystems', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sk129-targets-'));
+    try {
+      const rootfs = join(dir, 'rootfs');
+      const outside = join(dir, 'outside');
+      await mkdir(join(rootfs, 'etc'), { recursive: true });
+      await mkdir(outside);
+      await symlink(outside, join(rootfs, 'evil'));
+      const srcFile = join(dir, 'hosts');
+      await writeFile(srcFile, '');
+      await makeMountTargets(
+        [
+          { destination: '/etc/hosts', type: 'bind', source: srcFile, options: ['rbind'] },
+          { destination: '/data/deep', type: 'bind', source: dir, options: ['rbind'] },
+          { destination: '/evil/x', type: 'bind', source: srcFile, options: ['rbind'] },
+          { destination: '/dev/shm', type: 'bind', source: dir },
+          { destination: '/proc', type: 'proc', source: 'proc' },
+          { destination: '/scratch', type: 'tmpfs', source: 'tmpfs' },
+        ],
+        rootfs,
+      );
+      expect((await stat(join(rootfs, 'etc/hosts'))).isFile()).toBe(true);
+      expect((await stat(join(rootfs, 'data/deep'))).isDirectory()).toBe(true);
+      expect((await stat(join(rootfs, 'scratch'))).isDirectory()).toBe(true);
+      expect(await readdir(outside)).toEqual([]);
+      expect((await readdir(rootfs)).sort()).toEqual(['data', 'etc', 'evil', 'scratch']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

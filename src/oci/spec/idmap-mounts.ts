@@ -13,8 +13,12 @@ export type IdmappedMount = OciMount & { uidMappings?: OciIdMapping[]; gidMappin
 export function withUserNamespace(spec: OciSpec, input: SpecInput): OciSpec {
   const userns = podUserNamespace(input.pod);
   if (!userns || spec.linux.namespaces.some((n) => n.type === 'user')) return spec;
+  // A joined UTS namespace belongs to the host's user namespace: the new one may not set its name (the
+  // pod set it when it made the namespace), so the runtime must not try.
+  const joinedUts = spec.linux.namespaces.some((n) => n.type === 'uts' && n.path);
   return {
     ...spec,
+    hostname: joinedUts ? undefined : spec.hostname,
     linux: { ...spec.linux, namespaces: [...spec.linux.namespaces, { type: 'user' }], uidMappings: userns.uidMappings, gidMappings: userns.gidMappings },
   };
 }
