@@ -19,6 +19,7 @@ import type { RuntimeDriver, RuntimeRef } from '../oci/runtime-driver.js';
 import type { OciSpec } from '../oci/spec/types.js';
 import type { ImageRunConfig } from '../oci/spec/input.js';
 import type { SpecPreparer } from './k129-prepare.js';
+import { k129Info } from './k129-info.js';
 import { RecordStore } from '../store/record-store.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { nowNanos } from '../events/bus.js';
@@ -478,6 +479,7 @@ export class ContainerManager {
         stopSignal: c.stopSignal ?? 'SIGTERM',
         config: c.config,
         runtimeSpec: spec,
+        ...k129Info(c.config, spec),
       });
     }
     return { status: containerStatus(c), info };

@@ -88,6 +88,9 @@ describe('CDI devices', () => {
       expect(r.err).toBe('');
       expect(r.out.split('\n')).toEqual(['character special file 1:3', 'yes null0', 'from the CDI mount', 'wrote', 'read-only', '']);
     }
+    // inspect (verbose status) names them
+    const info = JSON.parse((await runtimeCall(env!.d.client, 'ContainerStatus', { container_id: viaField, verbose: true })).info.info) as Record<string, unknown>;
+    expect(info.cdiDevices).toEqual({ requested: ['skiff.test/k129=null0'], deviceNodes: ['/dev/sk129null'] });
     // a container without CDI devices has none of it
     const plain = await runCtr(pod, k129CtrConfig('plain', ['sleep', '1000']));
     expect((await sh(plain, 'ls /dev/sk129null /cdi-share 2>&1; echo "[$SK129_CDI]"')).out).toMatch(/No such file[\s\S]*No such file[\s\S]*\[\]/);
@@ -146,6 +149,10 @@ describe('idmapped mounts in a user-namespace pod', () => {
     expect(r.err).toBe('');
     const lines = r.out.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
     expect(lines).toEqual(['0 100000 65536', '0 100000 65536', '1000:1000', '0', pod.config.hostname]);
+    const info = JSON.parse((await runtimeCall(env!.d.client, 'ContainerStatus', { container_id: id, verbose: true })).info.info) as Record<string, unknown>;
+    const ociMap = [{ containerID: 0, hostID: 100000, size: 65536 }];
+    expect(info.userNamespace).toEqual({ uidMappings: ociMap, gidMappings: ociMap });
+    expect(info.idmappedMounts).toEqual([{ containerPath: '/data', hostPath: vol, uidMappings: ociMap, gidMappings: ociMap }]);
     // the control: the same volume without mappings shows the host owner as unmapped (nobody)
     const plain = await runCtr(pod, k129CtrConfig('no-idmap', ['sleep', '1000'], { mounts: [{ container_path: '/data', host_path: vol }] }));
     expect((await sh(plain, 'stat -c "%u:%g" /data/owned-by-1000')).out).toBe('65534:65534\n');
