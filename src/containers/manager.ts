@@ -30,8 +30,11 @@ import { completeCriLog } from '../oci/cri-log.js';
 import { containerStatus, exitReason, matchesFilter, type ContainerFilter } from './status.js';
 import { alreadyExists, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
 
-/** kubelet's cap on ExecSync output per stream. */
-export const EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024;
+/**
+ * kubelet's cap on ExecSync output (16 MiB), for stdout and stderr together and less a little room for
+ * the message's framing: the response must fit the 16 MiB gRPC message limit on both ends.
+ */
+export const EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024 - 1024;
 /** After SIGKILL, how long we wait for the monitor to record the exit before trusting the runtime. */
 const KILL_WAIT_MS = 10_000;
 /** Fallback for fs.watch on the exit dir (which can miss events, e.g. on some filesystems). */
@@ -391,8 +394,11 @@ export class ContainerManager {
       if (exit) return this.markExited(c, exit.code, exit.at, exitReason(exit.code, exit.oomKilled));
       this.log.info({ container: c.id, signal, timeoutSeconds }, 'container did not stop in time; killing it');
     }
+    const t0 = Date.now();
     await this.deps.driver.kill(ref, 'SIGKILL', true);
+    const t1 = Date.now();
     const exit = await this.waitExit(c, KILL_WAIT_MS);
+    this.log.debug({ container: c.id, killMs: t1 - t0, exitMs: Date.now() - t1 }, 'killed');
     if (exit) return this.markExited(c, exit.code, exit.at, exitReason(exit.code, exit.oomKilled));
     // The monitor is gone or stuck: trust the runtime that the process is dead, but say we lack the code.
     const st = await this.deps.driver.state(ref);

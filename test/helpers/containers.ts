@@ -1,9 +1,11 @@
 // Helpers for container tests: a daemon with a CNI bridge on the oci subnet (10.90.0.0/16, `skoci*`),
 // busybox loaded, pods and containers made with sensible defaults.
-import { readdir, rmdir } from 'node:fs/promises';
+import { readdir, rmdir, mkdtemp, writeFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, type TestDaemon, type StartOptions } from './daemon.js';
+import { startDaemon, makeScratchDir, runCli, type TestDaemon, type StartOptions } from './daemon.js';
+import { busyboxEntries, image, layer, ociArchive, type LayerEntry } from './images.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from './cni.js';
 import { loadBusybox } from './registry.js';
 import { runtimeCall } from '../../src/cli/client.js';
@@ -54,6 +56,8 @@ export async function destroyEnv(env: OciEnv): Promise<void> {
   for (const p of ps.items) await runtimeCall(env.d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id }).catch(() => undefined);
   await env.d.cleanup();
   deleteBridge(env.net);
+  // SKOCI_DAEMON_LOG=<file>: keep the daemon's log for debugging a failed run
+  if (process.env.SKOCI_DAEMON_LOG) await writeFile(process.env.SKOCI_DAEMON_LOG, env.d.logs());
 }
 
 let seq = 0;
@@ -111,4 +115,23 @@ export async function waitExited(env: OciEnv, id: string, timeoutMs = 15_000) {
 
 export async function exec(env: OciEnv, id: string, cmd: string[], timeout = 0) {
   return runtimeCall(env.d.client, 'ExecSync', { container_id: id, cmd, timeout }, 120_000);
+}
+
+/**
+ * Loads a busybox-based image under `name` with `config` merged into its image config and extra files
+ * (e.g. an /etc/passwd of its own) laid over busybox's.
+ */
+export async function loadImage(env: OciEnv, name: string, config: Record<string, unknown>, extra: LayerEntry[] = [], handler?: string): Promise<string> {
+  const names = new Set(extra.map((e) => e.name));
+  const img = image([await layer([...busyboxEntries().filter((e) => !names.has(e.name)), ...extra])], { config });
+  const dir = await mkdtemp(join(tmpdir(), 'skoci-img-'));
+  try {
+    const file = join(dir, 'img.tar');
+    await writeFile(file, await ociArchive(img, name));
+    const r = await runCli(['-r', env.d.socket, 'load', file, ...(handler ? ['--runtime-handler', handler] : [])]);
+    if (r.code !== 0) throw new Error(`skiff load failed: ${r.stderr}`);
+    return name;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
