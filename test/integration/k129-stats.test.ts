@@ -44,21 +44,23 @@ describe('stats of a real container', () => {
     expect(ws1 - ws0, `working set ${ws0} -> ${ws1}`).toBeGreaterThan(40n * MiB);
     expect(n(grown.memory!.usage_bytes)).toBeGreaterThanOrEqual(ws1);
 
-    // spin ~2.5 s in the container; sample twice inside that window
-    const spinning = exec('timeout 2.5 sh -c "while :; do :; done"; echo spun');
-    await new Promise((r) => setTimeout(r, 500));
+    // a spinner in the background for 3 s (ExecSync returns once its shell exits); two samples 1.5 s
+    // apart fall inside that window
+    const started = await exec('(timeout 3 sh -c "while :; do :; done") >/dev/null 2>&1 & echo started');
+    expect(started.stdout.toString()).toBe('started\n');
     const s1 = await stats();
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 1500));
     const s2 = await stats();
-    expect((await spinning).stdout.toString()).toBe('spun\n');
     const cpuDelta = n(s2.cpu!.usage_core_nano_seconds) - n(s1.cpu!.usage_core_nano_seconds);
-    // ~1 core for 1 s; the machine is shared, so ask for a third of that
-    expect(cpuDelta, `cpu used between samples ${cpuDelta} ns`).toBeGreaterThan(300_000_000n);
-    expect(n(s2.cpu!.usage_nano_cores)).toBeGreaterThan(300_000_000n);
+    // The machine is shared (load 10 on 2 cores is common while tests run), so no fixed share of a core
+    // can be promised: ask for clearly more than an idle container's ~0, and compare with idle below.
+    expect(cpuDelta, `cpu used between samples ${cpuDelta} ns`).toBeGreaterThan(100_000_000n);
+    expect(n(s2.cpu!.usage_nano_cores)).toBeGreaterThan(60_000_000n);
+    await new Promise((r) => setTimeout(r, 1700)); // the spinner's timeout
     const idle = await stats();
     await new Promise((r) => setTimeout(r, 600));
     const idle2 = await stats();
-    expect(n(idle2.cpu!.usage_nano_cores), 'idle after the spin').toBeLessThan(n(s2.cpu!.usage_nano_cores));
+    expect(n(idle2.cpu!.usage_nano_cores) * 4n, 'idle after the spin').toBeLessThan(n(s2.cpu!.usage_nano_cores));
     expect(n(idle.cpu!.usage_core_nano_seconds)).toBeGreaterThanOrEqual(n(s2.cpu!.usage_core_nano_seconds));
 
     // swap: never absent; zero when the host has no swap
@@ -96,7 +98,7 @@ describe('stats of a real container', () => {
     expect(cm.metrics.map((m) => m.name)).toEqual(expect.arrayContaining(['container_cpu_usage_seconds_total', 'container_memory_usage_bytes']));
 
     console.log(
-      `working set ${ws0 / MiB} -> ${ws1 / MiB} MiB; cpu ${cpuDelta / 1_000_000n} ms in 1 s, ${n(s2.cpu!.usage_nano_cores) / 1_000_000n} mcores spinning, ` +
+      `working set ${ws0 / MiB} -> ${ws1 / MiB} MiB; cpu ${cpuDelta / 1_000_000n} ms in 1.5 s, ${n(s2.cpu!.usage_nano_cores) / 1_000_000n} mcores spinning, ` +
         `${n(idle2.cpu!.usage_nano_cores) / 1_000_000n} idle; swap ${n(s2.swap!.swap_usage_bytes)}/${n(s2.swap!.swap_available_bytes)}; layer +${(n(written.writable_layer!.used_bytes) - layer0) / 1000n} kB`,
     );
     // and the client verb shows it
