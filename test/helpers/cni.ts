@@ -18,19 +18,19 @@ function ipt(args: string[]): boolean {
 }
 
 /** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet. */
-export function installGuard(): void {
-  if (!ipt(['-n', '-L', GUARD_CHAIN])) ipt(['-N', GUARD_CHAIN]);
-  ipt(['-F', GUARD_CHAIN]);
-  ipt(['-A', GUARD_CHAIN, '-s', SUBNET, '!', '-d', SUBNET, '-j', 'DROP']);
-  if (!ipt(['-C', 'FORWARD', '-j', GUARD_CHAIN])) ipt(['-I', 'FORWARD', '-j', GUARD_CHAIN]);
+export function installGuard(chain = GUARD_CHAIN, subnet = SUBNET): void {
+  if (!ipt(['-n', '-L', chain])) ipt(['-N', chain]);
+  ipt(['-F', chain]);
+  ipt(['-A', chain, '-s', subnet, '!', '-d', subnet, '-j', 'DROP']);
+  if (!ipt(['-C', 'FORWARD', '-j', chain])) ipt(['-I', 'FORWARD', '-j', chain]);
 }
 
-export function removeGuard(): void {
-  while (ipt(['-D', 'FORWARD', '-j', GUARD_CHAIN])) {
+export function removeGuard(chain = GUARD_CHAIN): void {
+  while (ipt(['-D', 'FORWARD', '-j', chain])) {
     // remove every jump
   }
-  ipt(['-F', GUARD_CHAIN]);
-  ipt(['-X', GUARD_CHAIN]);
+  ipt(['-F', chain]);
+  ipt(['-X', chain]);
 }
 
 export interface TestNetwork {
@@ -44,13 +44,18 @@ export interface TestNetwork {
 let counter = Math.floor(Math.random() * 200);
 
 /** Writes a conflist (bridge + host-local [+ portmap]) into `<dir>/net.d`. */
-export async function makeNetwork(dir: string, opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[] } = {}): Promise<TestNetwork> {
+export async function makeNetwork(
+  dir: string,
+  opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[]; /** e.g. "skoci" */ prefix?: string; /** e.g. "10.90" (a /16) */ net16?: string } = {},
+): Promise<TestNetwork> {
   const tag = randomBytes(3).toString('hex');
   counter = (counter + 1) % 250;
+  const prefix = opts.prefix ?? 'skpod';
+  const net16 = opts.net16 ?? '10.89';
   const net: TestNetwork = {
-    name: `skpod-${tag}`,
-    bridge: `skpod${tag}`,
-    subnet: `10.89.${counter}.0/24`,
+    name: `${prefix}-${tag}`,
+    bridge: `${prefix}${tag}`,
+    subnet: `${net16}.${counter}.0/24`,
     confDir: join(dir, 'net.d'),
     leaseDir: join(dir, 'leases'),
   };
@@ -62,12 +67,12 @@ export async function makeNetwork(dir: string, opts: { portmap?: boolean; cniVer
       isGateway: true,
       ipMasq: false,
       hairpinMode: true,
-      ipam: { type: 'host-local', dataDir: net.leaseDir, ranges: [[{ subnet: net.subnet }]], routes: [{ dst: SUBNET }] },
+      ipam: { type: 'host-local', dataDir: net.leaseDir, ranges: [[{ subnet: net.subnet }]], routes: [{ dst: `${net16}.0.0/16` }] },
     },
   ];
   if (opts.portmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
   plugins.push(...(opts.extraPlugins ?? []));
-  await writeFile(join(net.confDir, '10-skpod.conflist'), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
+  await writeFile(join(net.confDir, `10-${prefix}.conflist`), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
   return net;
 }
 
