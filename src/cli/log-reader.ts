@@ -5,28 +5,8 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { parseDuration } from './context.js';
-
-export type LogStream = 'stdout' | 'stderr';
-
-export interface LogRecord {
-  time: string;
-  stream: LogStream;
-  partial: boolean;
-  text: string;
-}
-
-/** One record (a line of the file without its newline); undefined for a line that is not a record. */
-export function parseLogRecord(line: string): LogRecord | undefined {
-  const a = line.indexOf(' ');
-  const b = a < 0 ? -1 : line.indexOf(' ', a + 1);
-  if (b < 0) return undefined;
-  const stream = line.slice(a + 1, b);
-  if (stream !== 'stdout' && stream !== 'stderr') return undefined;
-  const c = line.indexOf(' ', b + 1);
-  const tag = c < 0 ? line.slice(b + 1) : line.slice(b + 1, c);
-  if (tag !== 'P' && tag !== 'F') return undefined;
-  return { time: line.slice(0, a), stream, partial: tag === 'P', text: c < 0 ? '' : line.slice(c + 1) };
-}
+// one record's format is shared with the runtime side (src/oci/cri-log.ts, which completes conmon's logs)
+import { parseCriLogLine, type CriLogRecord, type LogStream } from '../oci/cri-log.js';
 
 /** A whole line of output: the joined records, stamped with the time of its first record. */
 export interface LogMessage {
@@ -41,7 +21,7 @@ export interface LogMessage {
 export class LogJoiner {
   private readonly pending = new Map<LogStream, { time: string; parts: string[] }>();
 
-  push(r: LogRecord): LogMessage | undefined {
+  push(r: CriLogRecord): LogMessage | undefined {
     const p = this.pending.get(r.stream);
     if (r.partial) {
       if (p) p.parts.push(r.text);
@@ -92,7 +72,7 @@ export function messagesOf(text: string, joiner: LogJoiner): LogMessage[] {
   const out: LogMessage[] = [];
   for (const line of text.split('\n')) {
     if (line === '') continue;
-    const r = parseLogRecord(line);
+    const r = parseCriLogLine(line);
     if (!r) continue;
     const m = joiner.push(r);
     if (m) out.push(m);

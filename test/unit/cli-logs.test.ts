@@ -4,8 +4,8 @@ import { describe, it, expect, afterEach } from 'vitest';
 import { appendFile, mkdtemp, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseCriLogLine as parseLogRecord, type LogStream } from '../../src/oci/cri-log.js';
 import {
-  parseLogRecord,
   LogJoiner,
   messagesOf,
   selectMessages,
@@ -13,7 +13,6 @@ import {
   parseSince,
   LimitedSink,
   LogFile,
-  type LogStream,
 } from '../../src/cli/log-reader.js';
 
 const T1 = '2026-12-04T07:00:01.000000001+00:00';
