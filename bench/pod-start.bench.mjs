@@ -9,7 +9,7 @@
 // Needs root. Installs Debian's containerd if it is missing. Leaves nothing behind (scratch dirs, bridges,
 // iptables chain, mounts, processes).
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, mkdir, writeFile, readFile, readdir, rm, access } from 'node:fs/promises';
+import { mkdtemp, mkdir, writeFile, readFile, readdir, rm, rmdir, access } from 'node:fs/promises';
 import { openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -105,6 +105,8 @@ export async function run({ root, args }) {
   const { connect, runtimeCall } = await import(`${root}/dist/cli/client.js`);
   ensureContainerd();
 
+  // containerd's shims keep runc state and sockets under /run/containerd whatever its config says
+  const hadRunContainerd = await access('/run/containerd').then(() => true, () => false);
   const tag = randomBytes(3).toString('hex');
   const dir = await mkdtemp('/tmp/skbench-');
   const guard = `SKDEMO-BENCH-${tag}`;
@@ -165,8 +167,8 @@ export async function run({ root, args }) {
     const cdProc = spawn('containerd', ['--config', join(dir, 'containerd.toml')], { stdio: ['ignore', cdLog, cdLog] });
     children.push(cdProc);
 
-    const skiff = { name: 'skiff', proc: skProc, client: connect(skSock, 60_000), sock: skSock, dir: sk, pods: [], containers: [] };
-    const ctrd = { name: 'containerd', proc: cdProc, client: connect(cdSock, 60_000), sock: cdSock, dir: cd, pods: [], containers: [] };
+    const skiff = { name: 'skiff', proc: skProc, client: connect(skSock, 60_000), sock: skSock, dir: sk, pods: [], containers: [], phases: [] };
+    const ctrd = { name: 'containerd', proc: cdProc, client: connect(cdSock, 60_000), sock: cdSock, dir: cd, pods: [], containers: [], phases: [] };
     runtimes.push(skiff, ctrd);
     for (const r of runtimes) {
       await waitFor(`${r.name} socket`, () => access(r.sock).then(() => true));
@@ -198,10 +200,13 @@ export async function run({ root, args }) {
       const config = podConfig(r, i);
       const t0 = performance.now();
       const pod = (await runtimeCall(r.client, 'RunPodSandbox', { config, runtime_handler: '' })).pod_sandbox_id;
+      const t1 = performance.now();
       r.pods.push(pod);
       const cid = (await runtimeCall(r.client, 'CreateContainer', { pod_sandbox_id: pod, config: ctrConfig, sandbox_config: config })).container_id;
+      const t2 = performance.now();
       r.containers.push(cid);
       await runtimeCall(r.client, 'StartContainer', { container_id: cid });
+      r.phases.push([t1 - t0, t2 - t1, performance.now() - t2]);
       for (;;) {
         const st = (await runtimeCall(r.client, 'ContainerStatus', { container_id: cid, verbose: false })).status;
         if (st?.state === 'CONTAINER_RUNNING') break;
@@ -221,6 +226,7 @@ export async function run({ root, args }) {
       await podUp(r, 'warmup');
       await podDown(r, r.pods[r.pods.length - 1]);
       r.containers = [];
+      r.phases = [];
     }
 
     const times = { skiff: [], containerd: [] };
@@ -261,6 +267,9 @@ export async function run({ root, args }) {
     row('pod start, median (ms)', ms(median(times.skiff)), ms(median(times.containerd)));
     row('pod start, p90 (ms)', ms(pct(times.skiff, 90)), ms(pct(times.containerd, 90)));
     row('pod start, min (ms)', ms(Math.min(...times.skiff)), ms(Math.min(...times.containerd)));
+    ['RunPodSandbox', 'CreateContainer', 'StartContainer'].forEach((rpc, k) =>
+      row(`  ${rpc}, median (ms)`, ms(median(skiff.phases.map((p) => p[k]))), ms(median(ctrd.phases.map((p) => p[k])))),
+    );
     const s = mem.skiff;
     const c = mem.containerd;
     row(`daemon RSS with ${n} pods (MB)`, mb(s.daemon.rss), mb(c.daemon.rss));
@@ -274,11 +283,11 @@ export async function run({ root, args }) {
     row(`total RSS, daemon + ${n} pods' overhead (MB)`, mb(s.daemon.rss + s.monitor.rss + s.infraMem.rss), mb(c.daemon.rss + c.monitor.rss + c.infraMem.rss));
     console.log(`(RSS counts a shared binary's pages in every process; PSS splits them between the copies.)`);
   } finally {
-    await cleanup({ dir, guard, bridges, children, runtimes, runtimeCall });
+    await cleanup({ dir, guard, bridges, children, runtimes, runtimeCall, hadRunContainerd });
   }
 }
 
-async function cleanup({ dir, guard, bridges, children, runtimes, runtimeCall }) {
+async function cleanup({ dir, guard, bridges, children, runtimes, runtimeCall, hadRunContainerd }) {
   for (const r of runtimes) {
     try {
       const pods = (await runtimeCall(r.client, 'ListPodSandbox', {}, 10_000)).items;
@@ -320,6 +329,10 @@ async function cleanup({ dir, guard, bridges, children, runtimes, runtimeCall })
   }
   quiet('iptables', ['-w', '5', '-F', guard]);
   quiet('iptables', ['-w', '5', '-X', guard]);
+  if (!hadRunContainerd) {
+    // only what is empty: rmdir refuses anything another containerd put there since
+    for (const d of ['/run/containerd/runc/k8s.io', '/run/containerd/runc', '/run/containerd/s', '/run/containerd']) await rmdir(d).catch(() => undefined);
+  }
   if (process.env.SKIFF_BENCH_KEEP) console.log(`kept ${dir}`);
   else await rm(dir, { recursive: true, force: true }).catch((err) => console.error(`cleanup: ${err.message}`));
 }
