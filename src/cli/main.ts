@@ -48,5 +48,13 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+// `skiff logs -f ID | head`: a reader that goes away ends us quietly instead of with a stack trace
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(0);
+  });
+}
+
 const code = await main(process.argv.slice(2));
 process.exitCode = code;

@@ -149,8 +149,8 @@ describe('container verbs of the skiff client', () => {
   it('create + start in a pod from runp; logs joins split lines, keeps streams apart, --tail/--timestamps/--since; exit code 3', async () => {
     const pod = await podFile('logger');
     const podId = (await ok('runp', pod)).trim();
-    // a 40 000-byte line (conmon splits it into P records), stderr, a last line without a newline
-    const script = 'head -c 40000 /dev/zero | tr "\\0" x; echo; echo to-stderr >&2; echo second; printf no-newline; exit 3';
+    // a 200 000-byte line (more than a pipe holds) (conmon splits it into P records), stderr, a last line without a newline
+    const script = 'head -c 200000 /dev/zero | tr "\\0" x; echo; echo to-stderr >&2; sleep 0.3; echo second; printf no-newline; exit 3';
     const ctr = await ctrFile('logger', ['sh', '-c', script]);
     const id = (await ok('create', podId, ctr, pod)).trim();
     expect(JSON.parse(await ok('inspect', id)).status.state).toBe('CONTAINER_CREATED');
@@ -161,7 +161,7 @@ describe('container verbs of the skiff client', () => {
     const r = await cli('logs', id);
     expect(r.code).toBe(0);
     // the last line's final F was written when the container exited (as kubelet prints it: with a newline)
-    expect(r.stdout).toBe(`${'x'.repeat(40000)}\nsecond\nno-newline\n`);
+    expect(r.stdout).toBe(`${'x'.repeat(200000)}\nsecond\nno-newline\n`);
     expect(r.stderr).toBe('to-stderr\n');
     // the long line really was split in the file: the joining is what made it whole
     const { readFileSync } = await import('node:fs');
@@ -174,6 +174,17 @@ describe('container verbs of the skiff client', () => {
     expect((await cli('logs', '--since', '1h', id)).stdout).toContain('second');
     expect((await cli('logs', '--since', new Date(Date.now() + 60_000).toISOString(), id)).stdout).toBe('');
     expect((await cli('logs', '--tail', '2', '--limit-bytes', '9', id)).stdout).toBe('second\nno');
+
+    // a reader that stops early (| head) ends the client quietly
+    const { spawnSync } = await import('node:child_process');
+    const { SKIFF_BIN } = await import('../helpers/daemon.js');
+    for (let i = 0; i < 3; i++) {
+      const piped = spawnSync('bash', ['-c', `set -o pipefail; node ${SKIFF_BIN} -r ${d.socket} logs ${id} | head -c 3`], { encoding: 'utf8' });
+      expect(piped.stdout).toBe('xxx');
+      // the container's own stderr line may or may not have been written before the pipe closed
+      expect(['', 'to-stderr\n']).toContain(piped.stderr);
+      expect(piped.status).toBe(0);
+    }
 
     expect((await ok('ps', '-q', '--state', 'exited', '--pod', podId)).trim()).toBe(id);
     expect((await ok('ps', '-q', '--pod', podId)).trim()).toBe('');

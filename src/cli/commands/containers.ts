@@ -261,7 +261,7 @@ export function registerContainers(program: Command, cli: CliContext): void {
       .description('Run a pod and a container in it in one step: RunPodSandbox, CreateContainer, StartContainer (prints the container ID)')
       .argument('<container-config>', 'ContainerConfig file (JSON or YAML)')
       .argument('<pod-config>', 'PodSandboxConfig file (JSON or YAML)')
-      .option('--runtime <handler>', 'runtime handler for the pod (default: the runtime\'s default)', ''),
+      .option('-r, --runtime <handler>', 'runtime handler for the pod (default: the runtime\'s default)', ''),
     true,
   ).action(async (ctrFile: string, podFile: string, opts: PullOpts & { runtime: string }) => {
     const [config, pod] = await readConfigs(ctrFile, podFile);
