@@ -1,6 +1,7 @@
 // Pure parts of the pod verbs: crictl-style durations and reading CRI messages from protojson documents.
 import { describe, it, expect } from 'vitest';
-import { humanDuration, createdAgo, keyValues } from '../../src/cli/commands/pods.js';
+import { humanDuration, createdAgo } from '../../src/cli/output.js';
+import { keyValues } from '../../src/cli/filters.js';
 import { fromProtoJson } from '../../src/cli/proto-input.js';
 
 describe('humanDuration (crictl CREATED column)', () => {

@@ -1,69 +1,14 @@
 // runp, stopp, rmp, pods, inspectp: crictl's pod sandbox verbs, with crictl's flags and output.
 import type { Command } from 'commander';
-import { status as grpcStatus } from '@grpc/grpc-js';
-import { errorMessage } from '../../errors.js';
 import type { CliContext } from '../context.js';
 import { outputOption } from '../context.js';
 import { runtimeCall, type CriClient } from '../client.js';
-import { formatTable, type OutputFormat } from '../output.js';
+import { createdAgo, formatTable, mapLines, parseInfo, type OutputFormat } from '../output.js';
+import { applyClientFilter, collect, eachId, intOption, labelSelector, parsePodState, podStateWord, shortId } from '../filters.js';
 import { readProtoFile } from '../proto-input.js';
 import type { PodSandbox__Output } from '../../gen/runtime/v1/PodSandbox.js';
 import type { PodSandboxConfig } from '../../gen/runtime/v1/PodSandboxConfig.js';
 import type { PodSandboxStatusResponse__Output } from '../../gen/runtime/v1/PodSandboxStatusResponse.js';
-
-/** How long ago, in the words crictl (docker's go-units) uses: "Less than a second", "3 minutes", "About an hour". */
-export function humanDuration(ms: number): string {
-  const seconds = Math.floor(ms / 1000);
-  if (seconds < 1) return 'Less than a second';
-  if (seconds === 1) return '1 second';
-  if (seconds < 60) return `${seconds} seconds`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes === 1) return 'About a minute';
-  if (minutes < 60) return `${minutes} minutes`;
-  const hours = Math.round(ms / 3_600_000);
-  if (hours === 1) return 'About an hour';
-  if (hours < 48) return `${hours} hours`;
-  if (hours < 24 * 7 * 2) return `${Math.floor(hours / 24)} days`;
-  if (hours < 24 * 30 * 2) return `${Math.floor(hours / 24 / 7)} weeks`;
-  if (hours < 24 * 365 * 2) return `${Math.floor(hours / 24 / 30)} months`;
-  return `${Math.floor(ms / 3_600_000 / 24 / 365)} years`;
-}
-
-/** "<n> ago" for a Unix time in nanoseconds (int64 as a string). */
-export function createdAgo(nanos: string, now = Date.now()): string {
-  return `${humanDuration(now - Number(BigInt(nanos) / 1_000_000n))} ago`;
-}
-
-/** key=value pairs (repeatable --label) into a label selector. */
-export function keyValues(list: readonly string[], flag: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const l of list) {
-    const i = l.indexOf('=');
-    if (i <= 0) throw new Error(`${flag} "${l}": expected key=value`);
-    out[l.slice(0, i)] = l.slice(i + 1);
-  }
-  return out;
-}
-
-const collect = (v: string, prev: string[]) => [...prev, v];
-
-function podState(state: string): string {
-  return state === 'SANDBOX_READY' ? 'Ready' : 'NotReady';
-}
-
-function stateFilter(state: string | undefined): 'SANDBOX_READY' | 'SANDBOX_NOTREADY' | undefined {
-  if (state === undefined) return undefined;
-  switch (state.toLowerCase()) {
-    case 'ready':
-    case 'sandbox_ready':
-      return 'SANDBOX_READY';
-    case 'notready':
-    case 'sandbox_notready':
-      return 'SANDBOX_NOTREADY';
-    default:
-      throw new Error('--state should be ready or notready');
-  }
-}
 
 interface PodsOpts {
   id?: string;
@@ -76,34 +21,25 @@ interface PodsOpts {
   verbose?: boolean;
   output: OutputFormat;
   latest?: boolean;
-  last?: string;
+  last?: number;
   trunc: boolean;
 }
 
 /** ListPodSandbox with the server-side filters, then crictl's client-side ones (name/namespace regexps, handler), newest first. */
 export async function listPods(client: CriClient, opts: Omit<PodsOpts, 'output' | 'trunc' | 'quiet' | 'verbose'>): Promise<PodSandbox__Output[]> {
-  const state = stateFilter(opts.state);
+  const state = opts.state === undefined ? undefined : parsePodState(opts.state);
   const res = await runtimeCall(client, 'ListPodSandbox', {
-    filter: { id: opts.id ?? '', state: state ? { state } : null, label_selector: keyValues(opts.label, '--label') },
+    filter: { id: opts.id ?? '', state: state ? { state } : null, label_selector: labelSelector(opts.label) },
   });
-  const name = opts.name ? new RegExp(opts.name) : undefined;
-  const namespace = opts.namespace ? new RegExp(opts.namespace) : undefined;
-  let items = res.items
-    .filter((p) => !name || name.test(p.metadata?.name ?? ''))
-    .filter((p) => !namespace || namespace.test(p.metadata?.namespace ?? ''))
-    .filter((p) => opts.runtime === undefined || p.runtime_handler === opts.runtime)
-    .sort((a, b) => (BigInt(b.created_at) > BigInt(a.created_at) ? 1 : BigInt(b.created_at) < BigInt(a.created_at) ? -1 : 0));
-  const last = opts.latest ? 1 : opts.last !== undefined ? Number(opts.last) : 0;
-  if (!Number.isInteger(last) || last < 0) throw new Error(`--last "${opts.last}": expected a number`);
-  if (last > 0) items = items.slice(0, last);
-  return items;
+  const items = opts.runtime === undefined ? res.items : res.items.filter((p) => p.runtime_handler === opts.runtime);
+  return applyClientFilter(items, opts, (p) => p.metadata?.name ?? '', (p) => p.metadata?.namespace ?? '');
 }
 
 function podsTable(items: PodSandbox__Output[], trunc: boolean): string {
   const rows = items.map((p) => [
-    trunc ? p.id.slice(0, 13) : p.id,
+    shortId(p.id, trunc),
     createdAgo(p.created_at),
-    podState(p.state),
+    podStateWord(p.state),
     p.metadata?.name ?? '',
     p.metadata?.namespace ?? '',
     String(p.metadata?.attempt ?? 0),
@@ -128,47 +64,20 @@ function describePod(p: PodSummary, ips: string[] = []): string {
   const [ip, ...more] = ips;
   if (ip) lines.push(`IP Addresses: ${ip}`);
   for (const a of more) lines.push(`Additional IP: ${a}`);
-  const map = (title: string, m: Record<string, string>) => {
-    if (Object.keys(m).length > 0) lines.push(`${title}:`, ...Object.keys(m).sort().map((k) => `\t${k} -> ${m[k]}`));
-  };
-  map('Labels', p.labels);
-  map('Annotations', p.annotations);
+  lines.push(...mapLines('Labels', p.labels), ...mapLines('Annotations', p.annotations));
   if (p.runtime_handler) lines.push(`Runtime handler: ${p.runtime_handler}`);
   return lines.join('\n');
 }
 
 /** inspectp's structured form: status and the 1.29 fields, with each verbose info value parsed as JSON where it is JSON. */
 function inspectValue(res: PodSandboxStatusResponse__Output): Record<string, unknown> {
-  const info: Record<string, unknown> = {};
-  for (const k of Object.keys(res.info).sort()) {
-    try {
-      info[k] = JSON.parse(res.info[k]) as unknown;
-    } catch {
-      info[k] = res.info[k];
-    }
-  }
+  const info = parseInfo(res.info);
   return { status: res.status, ...info, containers_statuses: res.containers_statuses, timestamp: res.timestamp };
 }
 
 function inspectTable(res: PodSandboxStatusResponse__Output): string {
   const s = res.status!;
   return describePod(s, [s.network?.ip ?? '', ...(s.network?.additional_ips ?? []).map((a) => a.ip)].filter(Boolean));
-}
-
-/** Runs `fn` for each id; every id is tried, and the command fails if any did (crictl's behaviour). */
-async function eachId(ids: string[], fn: (id: string) => Promise<void>): Promise<void> {
-  const failures: string[] = [];
-  for (const id of ids) {
-    try {
-      await fn(id);
-    } catch (err) {
-      const e = err as { code?: unknown; details?: string };
-      // same words as the top-level error printer: scripts grep for the gRPC code name
-      const why = typeof e.code === 'number' && e.details !== undefined ? `rpc error: code = ${grpcStatus[e.code] ?? e.code} desc = ${e.details}` : errorMessage(err);
-      failures.push(`${id}: ${why}`);
-    }
-  }
-  if (failures.length > 0) throw new Error(failures.join('\n'));
 }
 
 export function registerPods(program: Command, cli: CliContext): void {
@@ -224,7 +133,7 @@ export function registerPods(program: Command, cli: CliContext): void {
     .option('--label <key=value>', 'only pods with this label (repeatable)', collect, [])
     .option('-r, --runtime <handler>', 'only pods of this runtime handler')
     .option('-l, --latest', 'only the most recently created pod')
-    .option('-n, --last <n>', 'only the n most recently created pods')
+    .option('-n, --last <n>', 'only the n most recently created pods', intOption('--last'))
     .option('-q, --quiet', 'only pod ids')
     .option('-v, --verbose', 'verbose output')
     .option('--no-trunc', 'full pod ids')
