@@ -26,6 +26,7 @@ import { buildSpec } from '../oci/spec/build.js';
 import { ociResources } from '../oci/spec/linux.js';
 import { apparmorEnabled, checkHostPaths, ownOomScoreAdj, resolveContainerUser, resolveDevices, resolveSeccomp } from '../oci/spec/resolve.js';
 import { completeCriLog } from '../oci/cri-log.js';
+import { removeEmptyCgroupDir } from '../oci/cgroup-leftovers.js';
 import { containerStatus, exitReason, matchesFilter, type ContainerFilter } from './status.js';
 import { alreadyExists, cancelled, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
 
@@ -426,6 +427,10 @@ export class ContainerManager {
     const results = await Promise.allSettled(mine.map((c) => this.remove(c.id)));
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length > 0) throw internal(`removing containers: ${failed.map((f) => errorMessage(f.reason)).join('; ')}`, { pod: pod.id });
+    if (mine.length > 0 && this.deps.config.cgroupDriver === 'cgroupfs') {
+      const left = await removeEmptyCgroupDir(pod.cgroupParent);
+      if (left.length > 0) this.log.debug({ pod: pod.id, left }, 'pod cgroup dirs made by the runtime stay');
+    }
   }
 
   /** Releases everything a container holds. Idempotent, tolerates half-built containers. Call under its lock. */
