@@ -67,6 +67,10 @@ describe('container lifecycle', () => {
     expect(await list({ state: { state: 'CONTAINER_EXITED' }, pod_sandbox_id: pod.id })).toEqual([]);
     expect(await list({ label_selector: { ctr: 'nope' } })).toEqual([]);
 
+    // the stats rpcs see the running container (the daemon hands them the container records)
+    const stats = await runtimeCall(env.d.client, 'ListContainerStats', { filter: { pod_sandbox_id: pod.id } });
+    expect(stats.stats.map((x) => x.attributes?.id)).toEqual([id]);
+
     const podStatus = await runtimeCall(env.d.client, 'PodSandboxStatus', { pod_sandbox_id: pod.id });
     expect(podStatus.containers_statuses.map((c) => c.id)).toEqual([id]);
     expect(BigInt(podStatus.timestamp)).toBeGreaterThan(0n);
@@ -340,6 +344,20 @@ describe('resources and logs', () => {
     expect(n(fresh[0].text)).toBeGreaterThan(n(old[old.length - 1].text));
     await runtimeCall(env.d.client, 'StopContainer', { container_id: id, timeout: 0 });
     expect(await codeOf(runtimeCall(env.d.client, 'ReopenContainerLog', { container_id: id }))).toBe(grpcStatus.FAILED_PRECONDITION);
+  });
+});
+
+describe('oom_score_adj', () => {
+  it('is clamped to the daemon’s own (no CAP_SYS_RESOURCE here): a -999 request still starts', async () => {
+    const own = Number((await readFile(`/proc/${env.d.proc.pid}/oom_score_adj`, 'utf8')).trim());
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('oomadj', ['sleep', '1000'], { linux: { resources: { oom_score_adj: -999 } } }));
+    await startCtr(env, id);
+    const inside = Number((await exec(env, id, ['cat', '/proc/1/oom_score_adj'])).stdout.toString().trim());
+    expect(inside).toBe(Math.max(own, -999));
+    const high = await createCtr(env, pod, ctrConfig('oomadj2', ['sleep', '1000'], { linux: { resources: { oom_score_adj: 900 } } }));
+    await startCtr(env, high);
+    expect((await exec(env, high, ['cat', '/proc/1/oom_score_adj'])).stdout.toString().trim()).toBe(String(Math.max(own, 900)));
   });
 });
 
