@@ -196,7 +196,9 @@ export class ContainerManager {
         await this.locks.run(id, async () => {
           await mkdir(rec.bundle, { recursive: true, mode: 0o700 });
           await this.store.save(id, rec);
+          const t0 = performance.now();
           const rootfs = await this.deps.images.prepareRootfs(image, id);
+          const tRootfs = performance.now();
           const imageConfig: ImageRunConfig = {
             User: img.User,
             Env: img.Env,
@@ -224,6 +226,7 @@ export class ContainerManager {
           });
           await writeFile(join(rec.bundle, 'config.json'), JSON.stringify(spec));
           if (logPath) await mkdir(dirname(logPath), { recursive: true });
+          const tSpec = performance.now();
           const { pid } = await this.deps.driver.create({
             ...this.ref(rec),
             name: `${meta.name}_${current.config.metadata?.name ?? ''}`,
@@ -231,6 +234,7 @@ export class ContainerManager {
             stdin: config.stdin,
             tty: config.tty,
           });
+          log.debug({ rootfsMs: tRootfs - t0, specMs: tSpec - tRootfs, runtimeCreateMs: performance.now() - tSpec }, 'create timings');
           rec.pid = pid;
           delete rec.creating;
           await this.store.save(id, rec);
