@@ -381,6 +381,10 @@ describe('bad input', () => {
     expect(await codeOf(runtimeCall(c, 'CreateContainer', { pod_sandbox_id: 'nope', config: ctrConfig('x', ['true']) }))).toBe(grpcStatus.NOT_FOUND);
     expect(await codeOf(runtimeCall(c, 'CreateContainer', { pod_sandbox_id: pod.id, config: ctrConfig('x', ['true'], { image: { image: 'docker.io/library/nothere:1' } }) }))).toBe(grpcStatus.NOT_FOUND);
     expect(await codeOf(runtimeCall(c, 'CreateContainer', { pod_sandbox_id: pod.id, config: ctrConfig('x', ['true'], { linux: { security_context: { capabilities: { add_capabilities: ['CAP_BOGUS'] } } } }) }))).toBe(grpcStatus.INVALID_ARGUMENT);
+    // the runtime refuses: the error says why, and the half-made container is undone
+    const missing = await createCtr(env, pod, ctrConfig('nobinary', ['/nope'])).then(() => undefined, (e: { code: number; details: string }) => e);
+    expect(missing?.code).toBe(grpcStatus.INTERNAL);
+    expect(missing?.details).toMatch(/\/nope.*no such file/);
     const id = await createCtr(env, pod, ctrConfig('dup', ['sleep', '100']));
     expect(await codeOf(createCtr(env, pod, ctrConfig('dup', ['sleep', '100'])))).toBe(grpcStatus.ALREADY_EXISTS);
     expect(await codeOf(runtimeCall(c, 'ExecSync', { container_id: id, cmd: ['true'] }))).toBe(grpcStatus.FAILED_PRECONDITION);
@@ -392,8 +396,12 @@ describe('bad input', () => {
     // a stopped pod takes no new containers
     await runtimeCall(c, 'StopPodSandbox', { pod_sandbox_id: pod.id });
     expect(await codeOf(createCtr(env, pod, ctrConfig('late', ['true'])))).toBe(grpcStatus.FAILED_PRECONDITION);
-    // nothing half-made was left behind by the failures
+    // nothing half-made was left behind by the failures: records, bundles, rootfs mounts
     const all = await runtimeCall(c, 'ListContainers', { filter: { pod_sandbox_id: pod.id } });
     expect(all.containers.map((x) => x.metadata?.name)).toEqual(['dup']);
+    const { readdir } = await import('node:fs/promises');
+    const ids = (await runtimeCall(c, 'ListContainers', {})).containers.map((x) => x.id).sort();
+    expect((await readdir(join(env.d.state, 'containers'))).sort()).toEqual(ids);
+    expect((await readdir(join(env.d.root, 'rootfs'))).filter((n) => !n.startsWith('.')).sort()).toEqual(ids);
   });
 });
