@@ -4,7 +4,7 @@ import { readdir, rmdir, mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, runCli, type TestDaemon, type StartOptions } from './daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir, runCli, type TestDaemon, type StartOptions } from './daemon.js';
 import { busyboxEntries, image, layer, ociArchive, type LayerEntry } from './images.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from './cni.js';
 import { loadBusybox } from './registry.js';
@@ -30,7 +30,18 @@ export function setupGuard(): void {
 
 export async function teardownGuard(): Promise<void> {
   removeGuard(OCI_GUARD);
-  for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
+  // Empty dirs only, deepest first (anything still in use stays); a memory cgroup whose children just
+  // went may be busy for a moment: retry briefly.
+  const rmTree = async (dir: string): Promise<void> => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) if (e.isDirectory()) await rmTree(join(dir, e.name));
+    for (let i = 0; i < 20; i++) {
+      const err = await rmdir(dir).then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
+      if (err !== 'EBUSY') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) await rmTree(join('/sys/fs/cgroup', ctl, CGROUP_TOP));
 }
 
 export const CRUN_CONFIG = '[runtimes.crun]\npath = "crun"\n';
@@ -56,6 +67,8 @@ export async function destroyEnv(env: OciEnv): Promise<void> {
   for (const p of ps.items) await runtimeCall(env.d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id }).catch(() => undefined);
   await env.d.cleanup();
   deleteBridge(env.net);
+  // the daemon helper keeps a dir it was given; this one is ours
+  await removeScratchDir(env.dir);
   // SKOCI_DAEMON_LOG=<file>: keep the daemon's log for debugging a failed run
   if (process.env.SKOCI_DAEMON_LOG) await writeFile(process.env.SKOCI_DAEMON_LOG, env.d.logs());
 }
