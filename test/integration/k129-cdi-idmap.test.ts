@@ -2,7 +2,7 @@
 // visible inside the container; a broken CDI spec file named with its line; idmapped mounts honoured by
 // crun in a userns pod and refused for runc 1.1.5 and for a volume on a filesystem that cannot be idmapped.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -156,6 +156,12 @@ describe('idmapped mounts in a user-namespace pod', () => {
     // the control: the same volume without mappings shows the host owner as unmapped (nobody)
     const plain = await runCtr(pod, k129CtrConfig('no-idmap', ['sleep', '1000'], { mounts: [{ container_path: '/data', host_path: vol }] }));
     expect((await sh(plain, 'stat -c "%u:%g" /data/owned-by-1000')).out).toBe('65534:65534\n');
+    // the pod's pinned user namespace goes with the pod
+    const podInfo = JSON.parse((await runtimeCall(env!.d.client, 'PodSandboxStatus', { pod_sandbox_id: pod.id, verbose: true })).info.info) as { namespaces: { user?: string } };
+    expect(podInfo.namespaces.user).toMatch(/\/ns\/user$/);
+    await runtimeCall(env!.d.client, 'StopPodSandbox', { pod_sandbox_id: pod.id });
+    await runtimeCall(env!.d.client, 'RemovePodSandbox', { pod_sandbox_id: pod.id });
+    expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(pod.id);
   });
 
   it('runc 1.1.5 (ignores mount idmaps): refused with FAILED_PRECONDITION naming the handler', async () => {
@@ -166,6 +172,21 @@ describe('idmapped mounts in a user-namespace pod', () => {
     expect(r.details).toContain('/data');
     const list = await runtimeCall(env!.d.client, 'ListContainers', { filter: { pod_sandbox_id: pod.id } });
     expect(list.containers).toEqual([]);
+  });
+
+  it('runc runs a userns pod\'s container (pod PID namespace too) in the pod\'s mappings when no mount asks for idmapping', async () => {
+    const config = usernsPodConfig(env!);
+    config.linux!.security_context!.namespace_options!.pid = 'POD';
+    const pod = await runK129Pod(env!, config, 'runc');
+    const id = await runCtr(
+      pod,
+      k129CtrConfig('userns-runc', ['sleep', '1000'], {
+        mounts: [{ container_path: '/data', host_path: vol }],
+        linux: { security_context: { namespace_options: { pid: 'POD' } } },
+      }),
+    );
+    const r = await sh(id, 'cat /proc/self/uid_map; stat -c "%u" /data/owned-by-1000; hostname; cat /proc/1/comm');
+    expect(r.out.split('\n').map((l) => l.trim().split(/\s+/).join(' '))).toEqual(['0 100000 65536', '65534', pod.config.hostname, 'catatonit', '']);
   });
 
   it('a volume on a filesystem that cannot be idmapped: refused naming its path and filesystem type', async () => {
