@@ -364,7 +364,7 @@ export class PodManager {
 
   private async intact(pod: PodRecord): Promise<boolean> {
     const ns = pod.namespaces;
-    for (const file of [ns.net, ns.ipc, ns.uts, ns.pid]) if (file !== undefined && !(await isPinned(file))) return false;
+    for (const file of [ns.net, ns.ipc, ns.uts, ns.pid, ns.user]) if (file !== undefined && !(await isPinned(file))) return false;
     if (ns.pidInitPid !== undefined && ns.pidInitStartTime !== undefined && !(await pidInitAlive(ns.pidInitPid, ns.pidInitStartTime))) return false;
     return true;
   }
