@@ -108,20 +108,29 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
           // gone already
         }
       };
+      let killing = false;
+      const stop = () => {
+        if (killing) return;
+        killing = true;
+        if (pid > 0) killProcess();
+        // conmon reports the kill; if it does not, it goes too
+        graceTimer = setTimeout(() => {
+          try {
+            process.kill(-child.pid!, 'SIGKILL');
+          } catch {
+            // gone already
+          }
+        }, KILL_GRACE_MS);
+      };
       if (opts.timeoutMs > 0) {
         timer = setTimeout(() => {
           timedOut = true;
-          if (pid > 0) killProcess();
-          // conmon reports the kill; if it does not, it goes too
-          graceTimer = setTimeout(() => {
-            try {
-              process.kill(-child.pid!, 'SIGKILL');
-            } catch {
-              // gone already
-            }
-          }, KILL_GRACE_MS);
+          stop();
         }, opts.timeoutMs);
       }
+      const onAbort = () => stop();
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      if (opts.signal?.aborted) stop();
       sync.on('data', (d: Buffer) => {
         buf += d.toString('utf8');
         let nl;
@@ -134,7 +143,7 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
               if (!(m.data > 0)) message = m.message ?? 'the exec could not be started';
               else {
                 pid = m.data;
-                if (timedOut) killProcess();
+                if (killing) killProcess();
               }
             } else if (exitCode === undefined) {
               exitCode = m.data;
@@ -157,17 +166,18 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
       child.once('exit', (code) => {
         clearTimeout(timer);
         clearTimeout(graceTimer);
+        opts.signal?.removeEventListener('abort', onAbort);
         // Output still in the pipes arrives after the exit; a background child may hold them forever.
         void Promise.race([outputDone, new Promise((r) => setTimeout(r, EXEC_DRAIN_MS))]).then(() => {
           child.stdout.destroy();
           child.stderr.destroy();
           sync.destroy();
-          if (pid === 0 && !timedOut) {
+          if (pid === 0 && !killing) {
             const why = (message ?? err.value().toString('utf8').trim()) || `conmon exited with ${code}`;
             reject(internal(`exec failed: ${why}`.slice(0, 2000), { container: t.id }));
             return;
           }
-          if (exitCode === undefined || Number.isNaN(exitCode)) exitCode = timedOut ? 137 : (code ?? 255);
+          if (exitCode === undefined || Number.isNaN(exitCode)) exitCode = killing ? 137 : (code ?? 255);
           resolve({ exitCode, timedOut, stdout: out.value(), stderr: err.value(), truncated: out.truncated || err.truncated });
         });
       });

@@ -46,7 +46,7 @@ describe('container lifecycle', () => {
     const id = await createCtr(env, pod, ctrConfig('web', ['sh', '-c', 'echo up; exec sleep 1000']));
     let s = (await ctrStatus(env, id)).status!;
     expect(s.state).toBe('CONTAINER_CREATED');
-    expect(s.image_ref).toMatch(/^sha256:/);
+    expect(s.image_ref).toMatch(/sha256:[0-9a-f]{64}$/);
     expect(s.log_path).toBe(join(pod.config.log_directory!, 'web.log'));
     await startCtr(env, id);
     s = (await ctrStatus(env, id)).status!;
@@ -274,6 +274,20 @@ describe('ExecSync limits', () => {
     expect(r.exit_code).toBe(0);
   });
 
+  it('a client that gives up (deadline) takes its exec down with it', async () => {
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('cancel', ['sleep', '1000']));
+    await startCtr(env, id);
+    const err = await runtimeCall(env.d.client, 'ExecSync', { container_id: id, cmd: ['sh', '-c', 'echo $$ > /tmp/p; exec sleep 60'], timeout: 0 }, 1000).then(
+      () => undefined,
+      (e: { code: number }) => e,
+    );
+    expect(err?.code).toBe(grpcStatus.DEADLINE_EXCEEDED);
+    await new Promise((r) => setTimeout(r, 500));
+    const pid = (await exec(env, id, ['cat', '/tmp/p'])).stdout.toString().trim();
+    expect((await exec(env, id, ['sh', '-c', `kill -0 ${pid} 2>/dev/null && echo alive || echo dead`])).stdout.toString().trim()).toBe('dead');
+  });
+
   it('caps output at 16 MiB and keeps daemon memory flat under a `yes` flood', async () => {
     const pod = await runPod(env);
     const id = await createCtr(env, pod, ctrConfig('yes', ['sleep', '1000']));
@@ -326,6 +340,18 @@ describe('resources and logs', () => {
     expect(n(fresh[0].text)).toBeGreaterThan(n(old[old.length - 1].text));
     await runtimeCall(env.d.client, 'StopContainer', { container_id: id, timeout: 0 });
     expect(await codeOf(runtimeCall(env.d.client, 'ReopenContainerLog', { container_id: id }))).toBe(grpcStatus.FAILED_PRECONDITION);
+  });
+});
+
+describe('OOM', () => {
+  it('a container killed by the OOM killer reports OOMKilled', async () => {
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('oom', ['sh', '-c', 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived'], { linux: { resources: { memory_limit_in_bytes: 32 * 1024 * 1024, memory_swap_limit_in_bytes: 32 * 1024 * 1024 } } }));
+    await startCtr(env, id);
+    const s = await waitExited(env, id, 30_000);
+    expect(s.state).toBe('CONTAINER_EXITED');
+    expect(s.reason).toBe('OOMKilled');
+    expect(s.exit_code).toBe(137);
   });
 });
 
