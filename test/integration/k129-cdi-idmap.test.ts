@@ -9,7 +9,7 @@ import { status } from '@grpc/grpc-js';
 import { runtimeCall } from '../../src/cli/client.js';
 import type { OciEnv } from '../helpers/containers.js';
 import { k129Daemon, destroyK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig, usernsPodConfig, USERNS_MAPPING } from '../helpers/k129.js';
-import { makeScratchDir } from '../helpers/daemon.js';
+import { makeScratchDir, runCli } from '../helpers/daemon.js';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig.js';
 
 let env: OciEnv | undefined;
@@ -91,6 +91,9 @@ describe('CDI devices', () => {
     // inspect (verbose status) names them
     const info = JSON.parse((await runtimeCall(env!.d.client, 'ContainerStatus', { container_id: viaField, verbose: true })).info.info) as Record<string, unknown>;
     expect(info.cdiDevices).toEqual({ requested: ['skiff.test/k129=null0'], deviceNodes: ['/dev/sk129null'] });
+    const cli = await runCli(['-r', env!.d.socket, 'inspect', viaField]);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect((JSON.parse(cli.stdout) as { info: { info: Record<string, unknown> } }).info.info.cdiDevices).toEqual(info.cdiDevices);
     // a container without CDI devices has none of it
     const plain = await runCtr(pod, k129CtrConfig('plain', ['sleep', '1000']));
     expect((await sh(plain, 'ls /dev/sk129null /cdi-share 2>&1; echo "[$SK129_CDI]"')).out).toMatch(/No such file[\s\S]*No such file[\s\S]*\[\]/);
@@ -153,6 +156,10 @@ describe('idmapped mounts in a user-namespace pod', () => {
     const ociMap = [{ containerID: 0, hostID: 100000, size: 65536 }];
     expect(info.userNamespace).toEqual({ uidMappings: ociMap, gidMappings: ociMap });
     expect(info.idmappedMounts).toEqual([{ containerPath: '/data', hostPath: vol, uidMappings: ociMap, gidMappings: ociMap }]);
+    const cli = await runCli(['-r', env!.d.socket, 'inspect', id]);
+    expect(cli.code, cli.stderr).toBe(0);
+    const shown = (JSON.parse(cli.stdout) as { info: { info: Record<string, unknown> } }).info.info;
+    expect([shown.idmappedMounts, shown.userNamespace]).toEqual([info.idmappedMounts, info.userNamespace]);
     // the control: the same volume without mappings shows the host owner as unmapped (nobody)
     const plain = await runCtr(pod, k129CtrConfig('no-idmap', ['sleep', '1000'], { mounts: [{ container_path: '/data', host_path: vol }] }));
     expect((await sh(plain, 'stat -c "%u:%g" /data/owned-by-1000')).out).toBe('65534:65534\n');
