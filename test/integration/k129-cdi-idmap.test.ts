@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { runtimeCall } from '../../src/cli/client.js';
 import type { OciEnv } from '../helpers/containers.js';
-import { k129Daemon, destroyK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig, usernsPodConfig, USERNS_MAPPING } from '../helpers/k129.js';
+import { k129Daemon, destroyK129, restartK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig, usernsPodConfig, USERNS_MAPPING } from '../helpers/k129.js';
 import { makeScratchDir, runCli } from '../helpers/daemon.js';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig.js';
 
@@ -163,6 +163,10 @@ describe('idmapped mounts in a user-namespace pod', () => {
     // the control: the same volume without mappings shows the host owner as unmapped (nobody)
     const plain = await runCtr(pod, k129CtrConfig('no-idmap', ['sleep', '1000'], { mounts: [{ container_path: '/data', host_path: vol }] }));
     expect((await sh(plain, 'stat -c "%u:%g" /data/owned-by-1000')).out).toBe('65534:65534\n');
+    // a daemon restart keeps the pod (its user namespace pin included) and the container usable
+    await restartK129(env!);
+    expect((await runtimeCall(env!.d.client, 'PodSandboxStatus', { pod_sandbox_id: pod.id })).status!.state).toBe('SANDBOX_READY');
+    expect((await sh(id, 'stat -c "%u:%g" /data/owned-by-1000; cat /proc/self/uid_map')).out.split('\n')[0]).toBe('1000:1000');
     // the pod's pinned user namespace goes with the pod
     const podInfo = JSON.parse((await runtimeCall(env!.d.client, 'PodSandboxStatus', { pod_sandbox_id: pod.id, verbose: true })).info.info) as { namespaces: { user?: string } };
     expect(podInfo.namespaces.user).toMatch(/\/ns\/user$/);
