@@ -48,6 +48,10 @@ beforeAll(async () => {
       `          hostPath: ${nodePath}`,
       'containerEdits:',
       '  env: ["SK129_CDI=yes"]',
+      '  hooks:',
+      '    - hookName: createRuntime',
+      '      path: /bin/sh',
+      `      args: [sh, -c, "cat > ${join(files, 'hook-state')}"]`,
       '  mounts:',
       `    - hostPath: ${share}`,
       '      containerPath: /cdi-share',
@@ -79,7 +83,7 @@ async function sh(id: string, script: string): Promise<{ out: string; err: strin
 }
 
 describe('CDI devices', () => {
-  it('puts the device node, mount and env of a CDI spec into the container (CDI_devices and annotation)', async () => {
+  it('puts the device node, mount, env and hook of a CDI spec into the container (CDI_devices and annotation)', async () => {
     const pod = await runK129Pod(env!);
     const viaField = await runCtr(pod, k129CtrConfig('cdi', ['sleep', '1000'], { CDI_devices: [{ name: 'skiff.test/k129=null0' }] }));
     const viaAnnotation = await runCtr(pod, k129CtrConfig('cdi-ann', ['sleep', '1000'], { annotations: { 'cdi.k8s.io/k129-test': 'skiff.test/k129=null0' } }));
@@ -88,6 +92,9 @@ describe('CDI devices', () => {
       expect(r.err).toBe('');
       expect(r.out.split('\n')).toEqual(['character special file 1:3', 'yes null0', 'from the CDI mount', 'wrote', 'read-only', '']);
     }
+    // the spec's hook ran on the host with the container's state on stdin
+    const state = JSON.parse(await readFile(join(files, 'hook-state'), 'utf8')) as { id: string; status: string };
+    expect([viaField, viaAnnotation]).toContain(state.id);
     // inspect (verbose status) names them
     const info = JSON.parse((await runtimeCall(env!.d.client, 'ContainerStatus', { container_id: viaField, verbose: true })).info.info) as Record<string, unknown>;
     expect(info.cdiDevices).toEqual({ requested: ['skiff.test/k129=null0'], deviceNodes: ['/dev/sk129null'] });
