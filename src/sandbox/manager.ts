@@ -13,6 +13,7 @@ import type { PodRecord } from '../store/records.js';
 import { RecordStore } from '../store/record-store.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { lookPath } from '../util/which.js';
+import { findByIdOrPrefix } from '../util/id-prefix.js';
 import { nowNanos } from '../events/bus.js';
 import { CniRunner, loadCniNetwork, podIpsFromResult, type CniAttachment } from '../net/cni.js';
 import { planPod, type PodPlan } from './plan.js';
@@ -22,7 +23,7 @@ import { createCgroup, removeCgroupDirs } from './cgroups.js';
 import { applySysctls } from './sysctls.js';
 import { writePodFiles } from './files.js';
 import { validatePodRecord } from './record-check.js';
-import { alreadyExists, cancelled, failedPrecondition, internal, invalidArgument, notFound, errorMessage } from '../errors.js';
+import { alreadyExists, cancelled, failedPrecondition, internal, notFound, errorMessage } from '../errors.js';
 
 /** Size of the per-pod /dev/shm, as kubelet and other runtimes default it. */
 const SHM_OPTIONS = 'rw,nosuid,nodev,noexec,mode=1777,size=64m';
@@ -100,12 +101,7 @@ export class PodManager {
   }
 
   find(idOrPrefix: string): PodRecord | undefined {
-    if (idOrPrefix === '') throw invalidArgument('pod sandbox id is required');
-    const exact = this.pods.get(idOrPrefix);
-    if (exact) return exact;
-    const matches = [...this.pods.values()].filter((p) => p.id.startsWith(idOrPrefix));
-    if (matches.length > 1) throw invalidArgument(`pod sandbox id prefix "${idOrPrefix}" is ambiguous`, { pod: idOrPrefix });
-    return matches[0];
+    return findByIdOrPrefix(this.pods, idOrPrefix, 'pod sandbox', 'pod');
   }
 
   list(): PodRecord[] {
