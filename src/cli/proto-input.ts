@@ -3,9 +3,8 @@
 // number. The file is checked against the proto's own descriptors, so a misspelt field is an error
 // naming its path instead of being silently dropped on the wire.
 import { readFile } from 'node:fs/promises';
-import { loadSync } from '@grpc/proto-loader';
 import { parse as parseYaml } from 'yaml';
-import { PROTO_PATH, LOADER_OPTIONS } from '../cri/proto.js';
+import { criPackageDefinition } from '../cri/proto.js';
 import { errorMessage } from '../errors.js';
 
 interface FieldDescriptor {
@@ -29,7 +28,8 @@ const PACKAGE = 'runtime.v1';
 let definitions: Definitions | undefined;
 
 function defs(): Definitions {
-  definitions ??= loadSync(PROTO_PATH, LOADER_OPTIONS) as unknown as Definitions;
+  // the same parse the gRPC client uses: one per process
+  definitions ??= criPackageDefinition() as unknown as Definitions;
   return definitions;
 }
 

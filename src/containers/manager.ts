@@ -18,6 +18,8 @@ import type { ContainerRecord, PodRecord } from '../store/records.js';
 import type { RuntimeDriver, RuntimeRef } from '../oci/runtime-driver.js';
 import type { OciSpec } from '../oci/spec/types.js';
 import type { ImageRunConfig } from '../oci/spec/input.js';
+import type { SpecPreparer } from './k129-prepare.js';
+import { k129Info } from './k129-info.js';
 import { RecordStore } from '../store/record-store.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { findByIdOrPrefix } from '../util/id-prefix.js';
@@ -46,6 +48,8 @@ export interface ContainerManagerDeps {
   pods: PodManager;
   events: EventBus;
   driver: RuntimeDriver;
+  /** Checks and lookups for the 1.29 additions (idmapped mounts, CDI devices): src/containers/k129-prepare.ts */
+  prepareSpec?: SpecPreparer;
 }
 
 export interface CreateContainerRequest {
@@ -205,6 +209,7 @@ export class ContainerManager {
             StopSignal: img.StopSignal,
           };
           await checkHostPaths(config);
+          const extras = (await this.deps.prepareSpec?.prepare(config, current)) ?? {};
           const [user, devices, seccomp] = await Promise.all([resolveContainerUser(config, img.User, rootfs), resolveDevices(config), resolveSeccomp(config)]);
           this.minOom ??= this.deps.config.restrictOomScoreAdj ? await ownOomScoreAdj() : undefined;
           this.apparmor ??= await apparmorEnabled();
@@ -220,7 +225,9 @@ export class ContainerManager {
             minOomScoreAdj: this.minOom,
             apparmorEnabled: this.apparmor,
             cgroupDriver: this.deps.config.cgroupDriver,
+            ...extras,
           });
+          await this.deps.prepareSpec?.finish(spec, rootfs);
           await writeFile(join(rec.bundle, 'config.json'), JSON.stringify(spec));
           if (logPath) await mkdir(dirname(logPath), { recursive: true });
           const { pid } = await this.deps.driver.create({
@@ -477,6 +484,7 @@ export class ContainerManager {
         stopSignal: c.stopSignal ?? 'SIGTERM',
         config: c.config,
         runtimeSpec: spec,
+        ...k129Info(c.config, spec),
       });
     }
     return { status: containerStatus(c), info };

@@ -29,7 +29,8 @@ afterAll(async () => {
 const { cli, ok } = cliFor(() => d.socket);
 
 describe('pod verbs of the skiff client', () => {
-  it('runp (JSON with protojson names, YAML with proto names), pods with filters, inspectp, stopp, rmp', async () => {
+  // ~35 client processes, each ~0.6 s to start on a loaded 2-core VM
+  it('runp (JSON with protojson names, YAML with proto names), pods with filters, inspectp, stopp, rmp', { timeout: 180_000 }, async () => {
     const jsonFile = join(dir, 'pod-a.json');
     await writeFile(
       jsonFile,
@@ -62,7 +63,7 @@ describe('pod verbs of the skiff client', () => {
       ].join('\n'),
     );
     const a = (await ok('runp', jsonFile)).trim();
-    const b = (await ok('runp', '--runtime', 'crun', yamlFile)).trim();
+    const b = (await ok('runp', '-r', 'crun', yamlFile)).trim(); // -r after the verb is runp's handler
     expect(a).toMatch(/^[0-9a-f]{64}$/);
     expect(b).toMatch(/^[0-9a-f]{64}$/);
 
@@ -84,6 +85,9 @@ describe('pod verbs of the skiff client', () => {
     expect((await ok('pods', '-q', '-n', '2')).trim().split('\n')).toEqual([b, a]);
     expect((await ok('pods', '-q', '--runtime', 'crun')).trim()).toBe(b);
     expect((await ok('pods', '--no-trunc')).includes(a)).toBe(true);
+    const verbose = await ok('pods', '-v', '--id', a);
+    expect(verbose).toContain(`ID: ${a}\nName: web-ポッド\nUID: uid-a\nNamespace: team-a\nAttempt: 1\nStatus: SANDBOX_READY\n`);
+    expect(verbose).toContain('Labels:\n\tapp -> web\n\ttier -> front\nAnnotations:\n\texample.com/note -> hi\nRuntime handler: runc');
 
     // -o json / yaml: protojson names, label maps untouched
     const listed = JSON.parse(await ok('pods', '-o', 'json', '--id', a)) as { items: { id: string; createdAt: string; runtimeHandler: string; labels: Record<string, string> }[] };

@@ -48,22 +48,25 @@ function podsTable(items: PodSandbox__Output[], trunc: boolean): string {
   return formatTable(['POD ID', 'CREATED', 'STATE', 'NAME', 'NAMESPACE', 'ATTEMPT', 'RUNTIME'], rows);
 }
 
-function podsVerbose(items: PodSandbox__Output[]): string {
-  const block = (p: PodSandbox__Output) => {
-    const lines = [
-      `ID: ${p.id}`,
-      `Name: ${p.metadata?.name ?? ''}`,
-      `UID: ${p.metadata?.uid ?? ''}`,
-      `Namespace: ${p.metadata?.namespace ?? ''}`,
-      `Attempt: ${p.metadata?.attempt ?? 0}`,
-      `Status: ${p.state}`,
-      `Created: ${new Date(Number(BigInt(p.created_at) / 1_000_000n)).toISOString()}`,
-    ];
-    lines.push(...mapLines('Labels', p.labels), ...mapLines('Annotations', p.annotations));
-    if (p.runtime_handler) lines.push(`Runtime handler: ${p.runtime_handler}`);
-    return lines.join('\n');
-  };
-  return items.map(block).join('\n\n');
+/** The fields PodSandbox and PodSandboxStatus share, as crictl's verbose and table forms print them. */
+type PodSummary = Pick<PodSandbox__Output, 'id' | 'metadata' | 'state' | 'created_at' | 'labels' | 'annotations' | 'runtime_handler'>;
+
+function describePod(p: PodSummary, ips: string[] = []): string {
+  const lines = [
+    `ID: ${p.id}`,
+    `Name: ${p.metadata?.name ?? ''}`,
+    `UID: ${p.metadata?.uid ?? ''}`,
+    `Namespace: ${p.metadata?.namespace ?? ''}`,
+    `Attempt: ${p.metadata?.attempt ?? 0}`,
+    `Status: ${p.state}`,
+    `Created: ${new Date(Number(BigInt(p.created_at) / 1_000_000n)).toISOString()}`,
+  ];
+  const [ip, ...more] = ips;
+  if (ip) lines.push(`IP Addresses: ${ip}`);
+  for (const a of more) lines.push(`Additional IP: ${a}`);
+  lines.push(...mapLines('Labels', p.labels), ...mapLines('Annotations', p.annotations));
+  if (p.runtime_handler) lines.push(`Runtime handler: ${p.runtime_handler}`);
+  return lines.join('\n');
 }
 
 /** inspectp's structured form: status and the 1.29 fields, with each verbose info value parsed as JSON where it is JSON. */
@@ -74,20 +77,7 @@ function inspectValue(res: PodSandboxStatusResponse__Output): Record<string, unk
 
 function inspectTable(res: PodSandboxStatusResponse__Output): string {
   const s = res.status!;
-  const lines = [
-    `ID: ${s.id}`,
-    `Name: ${s.metadata?.name ?? ''}`,
-    `UID: ${s.metadata?.uid ?? ''}`,
-    `Namespace: ${s.metadata?.namespace ?? ''}`,
-    `Attempt: ${s.metadata?.attempt ?? 0}`,
-    `Status: ${s.state}`,
-    `Created: ${new Date(Number(BigInt(s.created_at) / 1_000_000n)).toISOString()}`,
-  ];
-  if (s.network?.ip) lines.push(`IP Addresses: ${s.network.ip}`);
-  for (const a of s.network?.additional_ips ?? []) lines.push(`Additional IP: ${a.ip}`);
-  lines.push(...mapLines('Labels', s.labels), ...mapLines('Annotations', s.annotations));
-  if (s.runtime_handler) lines.push(`Runtime handler: ${s.runtime_handler}`);
-  return lines.join('\n');
+  return describePod(s, [s.network?.ip ?? '', ...(s.network?.additional_ips ?? []).map((a) => a.ip)].filter(Boolean));
 }
 
 export function registerPods(program: Command, cli: CliContext): void {
@@ -154,7 +144,7 @@ export function registerPods(program: Command, cli: CliContext): void {
         if (items.length > 0) cli.print(items.map((p) => p.id).join('\n'));
         return;
       }
-      cli.output(opts.output, { items }, () => (opts.verbose ? podsVerbose(items) : podsTable(items, opts.trunc)));
+      cli.output(opts.output, { items }, () => (opts.verbose ? items.map((p) => describePod(p)).join('\n\n') : podsTable(items, opts.trunc)));
     });
 
   program
