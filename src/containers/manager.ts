@@ -28,6 +28,7 @@ import { buildSpec } from '../oci/spec/build.js';
 import { ociResources } from '../oci/spec/linux.js';
 import { apparmorEnabled, checkHostPaths, ownOomScoreAdj, resolveContainerUser, resolveDevices, resolveSeccomp } from '../oci/spec/resolve.js';
 import { completeCriLog } from '../oci/cri-log.js';
+import { removeEmptyCgroupDir } from '../oci/cgroup-leftovers.js';
 import { containerStatus, exitReason, matchesFilter, type ContainerFilter } from './status.js';
 import { alreadyExists, cancelled, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
 
@@ -199,7 +200,9 @@ export class ContainerManager {
         await this.locks.run(id, async () => {
           await mkdir(rec.bundle, { recursive: true, mode: 0o700 });
           await this.store.save(id, rec);
+          const t0 = performance.now();
           const rootfs = await this.deps.images.prepareRootfs(image, id);
+          const tRootfs = performance.now();
           const imageConfig: ImageRunConfig = {
             User: img.User,
             Env: img.Env,
@@ -230,6 +233,7 @@ export class ContainerManager {
           await this.deps.prepareSpec?.finish(spec, rootfs);
           await writeFile(join(rec.bundle, 'config.json'), JSON.stringify(spec));
           if (logPath) await mkdir(dirname(logPath), { recursive: true });
+          const tSpec = performance.now();
           const { pid } = await this.deps.driver.create({
             ...this.ref(rec),
             name: `${meta.name}_${current.config.metadata?.name ?? ''}`,
@@ -237,6 +241,7 @@ export class ContainerManager {
             stdin: config.stdin,
             tty: config.tty,
           });
+          log.debug({ rootfsMs: tRootfs - t0, specMs: tSpec - tRootfs, runtimeCreateMs: performance.now() - tSpec }, 'create timings');
           rec.pid = pid;
           delete rec.creating;
           await this.store.save(id, rec);
@@ -433,6 +438,10 @@ export class ContainerManager {
     const results = await Promise.allSettled(mine.map((c) => this.remove(c.id)));
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length > 0) throw internal(`removing containers: ${failed.map((f) => errorMessage(f.reason)).join('; ')}`, { pod: pod.id });
+    if (mine.length > 0 && this.deps.config.cgroupDriver === 'cgroupfs') {
+      const left = await removeEmptyCgroupDir(pod.cgroupParent);
+      if (left.length > 0) this.log.debug({ pod: pod.id, left }, 'pod cgroup dirs made by the runtime stay');
+    }
   }
 
   /** Releases everything a container holds. Idempotent, tolerates half-built containers. Call under its lock. */

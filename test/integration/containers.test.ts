@@ -67,6 +67,10 @@ describe('container lifecycle', () => {
     expect(await list({ state: { state: 'CONTAINER_EXITED' }, pod_sandbox_id: pod.id })).toEqual([]);
     expect(await list({ label_selector: { ctr: 'nope' } })).toEqual([]);
 
+    // the stats rpcs see the running container (the daemon hands them the container records)
+    const stats = await runtimeCall(env.d.client, 'ListContainerStats', { filter: { pod_sandbox_id: pod.id } });
+    expect(stats.stats.map((x) => x.attributes?.id)).toEqual([id]);
+
     const podStatus = await runtimeCall(env.d.client, 'PodSandboxStatus', { pod_sandbox_id: pod.id });
     expect(podStatus.containers_statuses.map((c) => c.id)).toEqual([id]);
     expect(BigInt(podStatus.timestamp)).toBeGreaterThan(0n);
@@ -343,6 +347,20 @@ describe('resources and logs', () => {
   });
 });
 
+describe('oom_score_adj', () => {
+  it('is clamped to the daemon’s own (no CAP_SYS_RESOURCE here): a -999 request still starts', async () => {
+    const own = Number((await readFile(`/proc/${env.d.proc.pid}/oom_score_adj`, 'utf8')).trim());
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('oomadj', ['sleep', '1000'], { linux: { resources: { oom_score_adj: -999 } } }));
+    await startCtr(env, id);
+    const inside = Number((await exec(env, id, ['cat', '/proc/1/oom_score_adj'])).stdout.toString().trim());
+    expect(inside).toBe(Math.max(own, -999));
+    const high = await createCtr(env, pod, ctrConfig('oomadj2', ['sleep', '1000'], { linux: { resources: { oom_score_adj: 900 } } }));
+    await startCtr(env, high);
+    expect((await exec(env, high, ['cat', '/proc/1/oom_score_adj'])).stdout.toString().trim()).toBe(String(Math.max(own, 900)));
+  });
+});
+
 describe('OOM', () => {
   it('a container killed by the OOM killer reports OOMKilled', async () => {
     const pod = await runPod(env);
@@ -363,6 +381,10 @@ describe('bad input', () => {
     expect(await codeOf(runtimeCall(c, 'CreateContainer', { pod_sandbox_id: 'nope', config: ctrConfig('x', ['true']) }))).toBe(grpcStatus.NOT_FOUND);
     expect(await codeOf(runtimeCall(c, 'CreateContainer', { pod_sandbox_id: pod.id, config: ctrConfig('x', ['true'], { image: { image: 'docker.io/library/nothere:1' } }) }))).toBe(grpcStatus.NOT_FOUND);
     expect(await codeOf(runtimeCall(c, 'CreateContainer', { pod_sandbox_id: pod.id, config: ctrConfig('x', ['true'], { linux: { security_context: { capabilities: { add_capabilities: ['CAP_BOGUS'] } } } }) }))).toBe(grpcStatus.INVALID_ARGUMENT);
+    // the runtime refuses: the error says why, and the half-made container is undone
+    const missing = await createCtr(env, pod, ctrConfig('nobinary', ['/nope'])).then(() => undefined, (e: { code: number; details: string }) => e);
+    expect(missing?.code).toBe(grpcStatus.INTERNAL);
+    expect(missing?.details).toMatch(/\/nope.*no such file/);
     const id = await createCtr(env, pod, ctrConfig('dup', ['sleep', '100']));
     expect(await codeOf(createCtr(env, pod, ctrConfig('dup', ['sleep', '100'])))).toBe(grpcStatus.ALREADY_EXISTS);
     expect(await codeOf(runtimeCall(c, 'ExecSync', { container_id: id, cmd: ['true'] }))).toBe(grpcStatus.FAILED_PRECONDITION);
@@ -374,8 +396,12 @@ describe('bad input', () => {
     // a stopped pod takes no new containers
     await runtimeCall(c, 'StopPodSandbox', { pod_sandbox_id: pod.id });
     expect(await codeOf(createCtr(env, pod, ctrConfig('late', ['true'])))).toBe(grpcStatus.FAILED_PRECONDITION);
-    // nothing half-made was left behind by the failures
+    // nothing half-made was left behind by the failures: records, bundles, rootfs mounts
     const all = await runtimeCall(c, 'ListContainers', { filter: { pod_sandbox_id: pod.id } });
     expect(all.containers.map((x) => x.metadata?.name)).toEqual(['dup']);
+    const { readdir } = await import('node:fs/promises');
+    const ids = (await runtimeCall(c, 'ListContainers', {})).containers.map((x) => x.id).sort();
+    expect((await readdir(join(env.d.state, 'containers'))).sort()).toEqual(ids);
+    expect((await readdir(join(env.d.root, 'rootfs'))).filter((n) => !n.startsWith('.')).sort()).toEqual(ids);
   });
 });
