@@ -56,7 +56,8 @@ conf_dir = "$work/net.d"
 EOF
 
 step "starting skiff daemon (root $work/root)"
-node bin/skiff daemon --config "$work/config.toml" --root "$work/root" --state "$work/state" --socket "$sock" --log-level warn &
+# its own session: a Ctrl-C meant for the demo must not stop the daemon before the cleanup has used it
+setsid node bin/skiff daemon --config "$work/config.toml" --root "$work/root" --state "$work/state" --socket "$sock" --log-level warn &
 daemon_pid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 skiff version

@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, runCli, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, makeScratchDir, cliFor, type TestDaemon } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from '../helpers/cni.js';
 import { loadBusybox } from '../helpers/registry.js';
 
@@ -32,14 +32,7 @@ afterAll(async () => {
   for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
 });
 
-const cli = (...args: string[]) => runCli(['-r', `unix://${d.socket}`, ...args]);
-
-async function ok(...args: string[]): Promise<string> {
-  const r = await cli(...args);
-  expect(r.stderr, args.join(' ')).toBe('');
-  expect(r.code, args.join(' ')).toBe(0);
-  return r.stdout;
-}
+const { cli, ok } = cliFor(() => d.socket);
 
 /** Writes a pod config (kubelet's pod labels included) and returns its file. */
 async function podFile(name: string): Promise<string> {
@@ -79,8 +72,9 @@ async function waitState(id: string, state: string, timeoutMs = 15_000): Promise
   }
 }
 
+// Each CLI call is a fresh node process (about 0.4 s of CPU): generous timeouts for a loaded 2-core machine.
 describe('container verbs of the skiff client', () => {
-  it('run, ps (filters and formats), inspect, exec -s (exit codes, streams, timeout), update, stop, rm', async () => {
+  it('run, ps (filters and formats), inspect, exec -s (exit codes, streams, timeout), update, stop, rm', { timeout: 240_000 }, async () => {
     const pod = await podFile('runner');
     // kubelet puts the pod's name and namespace on each container's labels: ps shows them
     const ctr = await ctrFile('sleeper', ['sh', '-c', "trap 'exit 0' TERM; echo started; while :; do sleep 1; done"], {
@@ -146,7 +140,7 @@ describe('container verbs of the skiff client', () => {
     expect((await ok('ps', '-a', '-q', '--id', id)).trim()).toBe('');
   });
 
-  it('create + start in a pod from runp; logs joins split lines, keeps streams apart, --tail/--timestamps/--since; exit code 3', async () => {
+  it('create + start in a pod from runp; logs joins split lines, keeps streams apart, --tail/--timestamps/--since; exit code 3', { timeout: 240_000 }, async () => {
     const pod = await podFile('logger');
     const podId = (await ok('runp', pod)).trim();
     // a 200 000-byte line (more than a pipe holds) (conmon splits it into P records), stderr, a last line without a newline
@@ -191,7 +185,7 @@ describe('container verbs of the skiff client', () => {
     expect((await ok('ps', '-q', '-a', '--pod', podId)).trim()).toBe(id);
   });
 
-  it('logs -f follows until the container exits; logs -p reads the previous attempt', async () => {
+  it('logs -f follows until the container exits; logs -p reads the previous attempt', { timeout: 240_000 }, async () => {
     const pod = await podFile('follower');
     const podId = (await ok('runp', pod)).trim();
     const first = await ctrFile('tick', ['sh', '-c', 'echo attempt-zero']);
@@ -216,7 +210,7 @@ describe('container verbs of the skiff client', () => {
     expect(none.stderr).toContain('no previous instance');
   });
 
-  it('run removes the pod again when the container cannot be created; errors name the container and the gRPC code', async () => {
+  it('run removes the pod again when the container cannot be created; errors name the container and the gRPC code', { timeout: 240_000 }, async () => {
     const pod = await podFile('broken');
     const ctr = await ctrFile('nope', ['true'], { image: { image: 'docker.io/library/not-loaded:1' } });
     const r = await cli('run', '--no-pull', ctr, pod);
@@ -233,7 +227,7 @@ describe('container verbs of the skiff client', () => {
     expect((await cli('stop')).stderr).toContain('no container ID given');
   });
 
-  it('stop -a and rm -a', async () => {
+  it('stop -a and rm -a', { timeout: 240_000 }, async () => {
     const pod = await podFile('many');
     const podId = (await ok('runp', pod)).trim();
     const ids: string[] = [];

@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, runCli, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, makeScratchDir, runCli, cliFor, type TestDaemon } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from '../helpers/cni.js';
 
 const CGROUP_TOP = `/skiff-test-podcli-${randomBytes(3).toString('hex')}`;
@@ -26,14 +26,7 @@ afterAll(async () => {
   for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
 });
 
-const cli = (...args: string[]) => runCli(['-r', `unix://${d.socket}`, ...args]);
-
-async function ok(...args: string[]): Promise<string> {
-  const r = await cli(...args);
-  expect(r.stderr, args.join(' ')).toBe('');
-  expect(r.code, args.join(' ')).toBe(0);
-  return r.stdout;
-}
+const { cli, ok } = cliFor(() => d.socket);
 
 describe('pod verbs of the skiff client', () => {
   // ~35 client processes, each ~0.6 s to start on a loaded 2-core VM

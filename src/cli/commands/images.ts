@@ -9,8 +9,7 @@ import { outputOption } from '../context.js';
 import { formatTable, parseInfo, type OutputFormat } from '../output.js';
 import type { Image__Output } from '../../gen/runtime/v1/Image.js';
 import { keyValues, pullAuth } from '../filters.js';
-import { ImageArchive, ArchiveRegistry } from '../../image/archive.js';
-import { PULL_SOURCE_ANNOTATION } from '../../image/images.js';
+import type { ArchiveRegistry } from '../../image/archive.js';
 import type { PullProgress } from '../../image/pull.js';
 
 function humanSize(bytes: number): string {
@@ -215,6 +214,8 @@ export function registerImages(program: Command, cli: CliContext): void {
       // CRI has no load rpc: the archive is served by a read-only registry on loopback for the duration of
       // one PullImage per image, named as in the archive, with an annotation telling skiff where the bytes are.
       const dir = await mkdtemp(join(tmpdir(), 'skiff-load-'));
+      // the image code is loaded only for this verb (it is most of the client's start-up otherwise)
+      const [{ ImageArchive, ArchiveRegistry }, { PULL_SOURCE_ANNOTATION }] = await Promise.all([import('../../image/archive.js'), import('../../image/images.js')]);
       let server: ArchiveRegistry | undefined;
       try {
         const archive = await ImageArchive.open(file, dir);
