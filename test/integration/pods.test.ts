@@ -160,6 +160,8 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
       [{ 'net.ipv4.ip_forward': '0' }, true],
       [{ 'kernel.shmmax': '1' }, true],
       [{ '../../etc/passwd': 'x' }, false],
+      // namespaced by name, but the kernel has no such key: fails when applied, after the pod was half made
+      [{ 'net.ipv4.skpod_no_such_key': '1' }, false],
     ];
     for (const [sysctls, hostNamespaces] of bad) {
       const c = env.podConfig({}, hostNamespaces);
@@ -206,6 +208,16 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
     const comm = await readFile(`/proc/${info.pid}/comm`, 'utf8').catch(() => 'gone');
     expect(comm).not.toBe('catatonit\n');
     await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    expect(await env.leftovers(d, net)).toEqual([]);
+    // an init that dies on its own takes the pod with it (its PID namespace is gone): NOTREADY
+    const id2 = await run(d, cfg);
+    const pid2 = (JSON.parse((await podStatus(d, id2, true)).info.info) as { pid: number }).pid;
+    process.kill(pid2, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await podStatus(d, id2)).status!.state).toBe('SANDBOX_NOTREADY');
+    expect((await runtimeCall(d.client, 'ListPodSandbox', { filter: { state: { state: 'SANDBOX_READY' } } })).items).toEqual([]);
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: id2 });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id2 });
     expect(await env.leftovers(d, net)).toEqual([]);
   });
 });
