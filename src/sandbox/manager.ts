@@ -14,6 +14,7 @@ import { RecordStore } from '../store/record-store.js';
 import { writeJsonAtomic } from '../store/atomic.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { lookPath } from '../util/which.js';
+import { findByIdOrPrefix } from '../util/id-prefix.js';
 import { nowNanos } from '../events/bus.js';
 import { CniRunner, loadCniNetwork, podIpsFromResult, type CniAttachment } from '../net/cni.js';
 import { planPod, type PodPlan } from './plan.js';
@@ -23,7 +24,7 @@ import { createCgroup, removeCgroupDirs, applyCgroupLimits } from './cgroups.js'
 import { applySysctls } from './sysctls.js';
 import { writePodFiles } from './files.js';
 import { validatePodRecord } from './record-check.js';
-import { alreadyExists, cancelled, failedPrecondition, internal, invalidArgument, notFound, errorMessage } from '../errors.js';
+import { alreadyExists, cancelled, failedPrecondition, internal, notFound, errorMessage } from '../errors.js';
 
 /** The copy of a pod's record kept in its runtime dir (see save). */
 const RECORD_COPY = 'record.json';
@@ -112,12 +113,7 @@ export class PodManager {
   }
 
   find(idOrPrefix: string): PodRecord | undefined {
-    if (idOrPrefix === '') throw invalidArgument('pod sandbox id is required');
-    const exact = this.pods.get(idOrPrefix);
-    if (exact) return exact;
-    const matches = [...this.pods.values()].filter((p) => p.id.startsWith(idOrPrefix));
-    if (matches.length > 1) throw invalidArgument(`pod sandbox id prefix "${idOrPrefix}" is ambiguous`, { pod: idOrPrefix });
-    return matches[0];
+    return findByIdOrPrefix(this.pods, idOrPrefix, 'pod sandbox', 'pod');
   }
 
   list(): PodRecord[] {

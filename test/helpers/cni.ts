@@ -20,19 +20,19 @@ function ipt(args: string[]): boolean {
 }
 
 /** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet (v4; v6 test ranges never get a gateway). */
-export function installGuard(): void {
-  if (!ipt(['-n', '-L', GUARD_CHAIN])) ipt(['-N', GUARD_CHAIN]);
-  ipt(['-F', GUARD_CHAIN]);
-  ipt(['-A', GUARD_CHAIN, '-s', SUBNET, '!', '-d', SUBNET, '-j', 'DROP']);
-  if (!ipt(['-C', 'FORWARD', '-j', GUARD_CHAIN])) ipt(['-I', 'FORWARD', '-j', GUARD_CHAIN]);
+export function installGuard(chain = GUARD_CHAIN, subnet = SUBNET): void {
+  if (!ipt(['-n', '-L', chain])) ipt(['-N', chain]);
+  ipt(['-F', chain]);
+  ipt(['-A', chain, '-s', subnet, '!', '-d', subnet, '-j', 'DROP']);
+  if (!ipt(['-C', 'FORWARD', '-j', chain])) ipt(['-I', 'FORWARD', '-j', chain]);
 }
 
-export function removeGuard(): void {
-  while (ipt(['-D', 'FORWARD', '-j', GUARD_CHAIN])) {
+export function removeGuard(chain = GUARD_CHAIN): void {
+  while (ipt(['-D', 'FORWARD', '-j', chain])) {
     // remove every jump
   }
-  ipt(['-F', GUARD_CHAIN]);
-  ipt(['-X', GUARD_CHAIN]);
+  ipt(['-F', chain]);
+  ipt(['-X', chain]);
 }
 
 export interface TestNetwork {
@@ -61,18 +61,24 @@ export interface NetworkOptions {
   extraPlugins?: object[];
   /** an IPv6 range (fd89:<n>::/64) next to the IPv4 one; no gateway then (no forwarding turned on in the host) */
   dualStack?: boolean;
+  /** bridge/network name prefix of the test area, e.g. "skoci" (default "skpod") */
+  prefix?: string;
+  /** the test area's /16, e.g. "10.90" (default "10.89") */
+  net16?: string;
 }
 
 /** Writes a conflist (bridge + host-local [+ portmap, bandwidth, extras]) into `<dir>/net.d`. */
 export async function makeNetwork(dir: string, opts: NetworkOptions = {}): Promise<TestNetwork> {
   const tag = randomBytes(3).toString('hex');
+  const prefix = opts.prefix ?? 'skpod';
+  const net16 = opts.net16 ?? '10.89';
   // Parallel test files each make networks: skip /24s another one has on a bridge already.
   do counter = (counter + 1) % 250;
-  while (subnetInUse(`10.89.${counter}.0/24`));
+  while (subnetInUse(`${net16}.${counter}.0/24`));
   const net: TestNetwork = {
-    name: `skpod-${tag}`,
-    bridge: `skpod${tag}`,
-    subnet: `10.89.${counter}.0/24`,
+    name: `${prefix}-${tag}`,
+    bridge: `${prefix}${tag}`,
+    subnet: `${net16}.${counter}.0/24`,
     confDir: join(dir, 'net.d'),
     leaseDir: join(dir, 'leases'),
   };
@@ -89,14 +95,14 @@ export async function makeNetwork(dir: string, opts: NetworkOptions = {}): Promi
         dataDir: net.leaseDir,
         ranges: [[{ subnet: net.subnet }], ...(opts.dualStack ? [[{ subnet: `fd89:${counter.toString(16)}::/64` }]] : [])],
         // the gateway spelled out: bridge 1.1.1's CHECK compares routes exactly and fails on a gw-less one
-        routes: opts.dualStack ? [] : [{ dst: SUBNET, gw: `10.89.${counter}.1` }],
+        routes: opts.dualStack ? [] : [{ dst: `${net16}.0.0/16`, gw: `${net16}.${counter}.1` }],
       },
     },
   ];
   if (opts.portmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
   if (opts.bandwidth) plugins.push({ type: 'bandwidth', capabilities: { bandwidth: true } });
   plugins.push(...(opts.extraPlugins ?? []));
-  await writeFile(join(net.confDir, '10-skpod.conflist'), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
+  await writeFile(join(net.confDir, `10-${prefix}.conflist`), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
   return net;
 }
 

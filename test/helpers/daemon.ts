@@ -37,6 +37,8 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Don't wait for the socket (for start-up failure tests). */
   noWait?: boolean;
+  /** Program that runs `bin/skiff daemon …` instead of node itself (a wrapper dropping privileges, say). */
+  execPath?: string;
 }
 
 /** Removes a scratch dir after unmounting whatever a daemon left mounted below it (deepest first). */
@@ -63,7 +65,7 @@ export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> 
   const configFile = join(dir, 'config.toml');
   await writeFile(configFile, opts.config ?? '');
   const proc = spawn(
-    process.execPath,
+    opts.execPath ?? process.execPath,
     [SKIFF_BIN, 'daemon', '--config', configFile, '--root', root, '--state', state, '--socket', socket, '--log-level', 'debug', ...(opts.args ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } },
   );

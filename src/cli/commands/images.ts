@@ -39,8 +39,12 @@ function annotations(list: string[]): Record<string, string> {
   return out;
 }
 
-/** Draws per-layer progress while a pull runs, by polling ImageStatus(verbose) for the in-flight pull. */
-function watchProgress(client: CriClient, image: string, handler: string, tty: boolean): () => void {
+/**
+ * Draws per-layer progress while a pull runs, by polling ImageStatus(verbose) for the in-flight pull: bars
+ * redrawn in place on a terminal, one plain line per layer state change otherwise. The returned function
+ * stops it; given the pulled image's layers it first shows them all done (a fast pull may finish between polls).
+ */
+function watchProgress(client: CriClient, image: string, handler: string, tty: boolean): (done?: { digest: string; size: number }[]) => void {
   let stopped = false;
   let drawn = 0;
   const printed = new Map<string, string>();
@@ -56,7 +60,8 @@ function watchProgress(client: CriClient, image: string, handler: string, tty: b
       drawn = lines.length;
     } else {
       for (const l of p.layers) {
-        if (printed.get(l.digest) !== l.state && l.state !== 'waiting') {
+        const was = printed.get(l.digest);
+        if (was !== l.state && l.state !== 'waiting' && !(l.state === 'done' && was === 'exists')) {
           printed.set(l.digest, l.state);
           process.stderr.write(`${l.digest.slice(7, 19)}: ${l.state} (${l.size} bytes)\n`);
         }
@@ -76,9 +81,21 @@ function watchProgress(client: CriClient, image: string, handler: string, tty: b
     }
   };
   void tick();
-  return () => {
+  return (done) => {
     stopped = true;
+    if (done) draw({ reference: image, startedAt: 0, layers: done.map((l) => ({ digest: l.digest, size: l.size, downloaded: l.size, state: printed.get(l.digest) === 'exists' ? 'exists' : 'done' })) });
   };
+}
+
+/** The layers ImageStatus(verbose) reports for a pulled image, for the final progress lines. */
+async function pulledLayers(client: CriClient, image: string, handler: string): Promise<{ digest: string; size: number }[] | undefined> {
+  try {
+    const st = await imageCall(client, 'ImageStatus', { image: { image, runtime_handler: handler }, verbose: true }, 5000);
+    const info = st.info.info ? (JSON.parse(st.info.info) as { layers?: { digest: string; size: number }[] }) : undefined;
+    return info?.layers;
+  } catch {
+    return undefined;
+  }
 }
 
 export function registerImages(program: Command, cli: CliContext): void {
@@ -104,13 +121,14 @@ export function registerImages(program: Command, cli: CliContext): void {
       if (opts.username) auth.username = opts.username;
       if (opts.password) auth.password = opts.password;
       const client = cli.client();
-      const stop = opts.progress ? watchProgress(client, image, opts.runtimeHandler, process.stderr.isTTY === true) : () => undefined;
+      const stop = opts.progress ? watchProgress(client, image, opts.runtimeHandler, process.stderr.isTTY === true) : undefined;
       try {
         // pulls take long: no per-call timeout unless the user set one explicitly
         const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth: Object.keys(auth).length ? auth : null }, 0);
+        stop?.(await pulledLayers(client, res.image_ref, opts.runtimeHandler));
         cli.print(`Image is up to date for ${res.image_ref}`);
       } finally {
-        stop();
+        stop?.();
       }
     });
 
