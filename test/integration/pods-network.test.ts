@@ -52,8 +52,8 @@ describe('network readiness and CNI CHECK', () => {
     expect((await networkCondition(d)).status).toBe(true);
   });
 
-  it('CHECK: verbose status reports the network healthy, then broken once the pod lost its address; logged at restart', async () => {
-    const { d } = await env.netDaemon();
+  it.each(['1.0.0', '0.4.0'])('CHECK (spec %s): verbose status reports the network healthy, then broken once the pod lost its address; logged at restart', async (cniVersion) => {
+    const { d } = await env.netDaemon({ cniVersion });
     const id = await runPod(d, env.podConfig());
     expect((await podInfo(d, id)).networkCheck, 'healthy').toBe('ok');
     expect((await podStatus(d, id)).info).toEqual({}); // not verbose: no CHECK, no info
