@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { readFile, readdir, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, writeSlowPlugin, type TestNetwork } from '../helpers/cni.js';
 import { PodTestEnv, sh, codeOf, runPod, podStatus, podInfo, netnsOf, listenIn, connectFrom, waitForLog } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
@@ -71,7 +71,7 @@ describe('network readiness and CNI CHECK', () => {
   });
 
   it('CHECK is skipped when the conflist says disableCheck', async () => {
-    const dir = await makeScratchDir('skiff-pods-');
+    const dir = await env.scratchDir();
     const net = await makeNetwork(dir);
     env.networks.push(net);
     const file = join(net.confDir, '10-skpod.conflist');
@@ -196,7 +196,7 @@ describe('pod files and cgroup', () => {
 
 describe('records lost, runs interrupted', () => {
   async function slowDaemon(ms: number): Promise<{ d: TestDaemon; net: TestNetwork }> {
-    const dir = await makeScratchDir('skiff-pods-');
+    const dir = await env.scratchDir();
     const bin = await writeSlowPlugin(dir, ms);
     return env.netDaemon({
       dir,
