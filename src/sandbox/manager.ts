@@ -125,6 +125,24 @@ export class PodManager {
     return this.locks.run(podId, fn);
   }
 
+  /**
+   * A ready pod whose init (the holder of its PID namespace) has died is dead as a whole: the kernel killed
+   * every process of that namespace with it. Such a pod turns NOTREADY (persisted) the first time it is
+   * looked at, so kubelet sees it and makes a new one. Stop still releases the rest.
+   */
+  async refresh(pod: PodRecord): Promise<PodRecord> {
+    const ns = pod.namespaces;
+    if (pod.state !== 'ready' || ns.pidInitPid === undefined || ns.pidInitStartTime === undefined) return pod;
+    if (await pidInitAlive(ns.pidInitPid, ns.pidInitStartTime)) return pod;
+    await this.locks.run(pod.id, async () => {
+      if (pod.state !== 'ready' || !this.pods.has(pod.id) || (await pidInitAlive(ns.pidInitPid!, ns.pidInitStartTime!))) return;
+      this.log.warn({ pod: pod.id, pid: ns.pidInitPid }, 'pod init exited; marking the pod NOTREADY');
+      pod.state = 'notready';
+      await this.save(pod);
+    });
+    return pod;
+  }
+
   async containerStatuses(pod: PodRecord): Promise<ContainerStatus[]> {
     return this.children.statuses(pod);
   }

@@ -199,9 +199,11 @@ export async function startPidInit(dir: string, join_: { net?: string; ipc?: str
   }
 }
 
-/** Whether the recorded init still runs (same pid and same start time). */
+/** Whether the recorded init still runs: same pid, same start time, and not a zombie waiting to be reaped. */
 export async function pidInitAlive(pid: number, startTime: string): Promise<boolean> {
-  return (await processStartTime(pid)) === startTime;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return rest[19] === startTime && rest[0] !== 'Z' && rest[0] !== 'X';
 }
 
 /** Kills the pod init (and so every process of its PID namespace) and waits until it is gone. */
@@ -213,10 +215,5 @@ export async function stopPidInit(pid: number, startTime: string): Promise<void>
     return;
   }
   const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline && (await pidInitAlive(pid, startTime))) {
-    // a zombie keeps /proc/<pid>/stat: state 'Z' means it is dead already
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  while (Date.now() < deadline && (await pidInitAlive(pid, startTime))) await new Promise((r) => setTimeout(r, 5));
 }
