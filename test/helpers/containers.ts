@@ -4,7 +4,7 @@ import { readdir, rmdir, mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, runCli, type TestDaemon, type StartOptions } from './daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir, runCli, type TestDaemon, type StartOptions } from './daemon.js';
 import { busyboxEntries, image, layer, ociArchive, type LayerEntry } from './images.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from './cni.js';
 import { loadBusybox } from './registry.js';
@@ -67,6 +67,8 @@ export async function destroyEnv(env: OciEnv): Promise<void> {
   for (const p of ps.items) await runtimeCall(env.d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id }).catch(() => undefined);
   await env.d.cleanup();
   deleteBridge(env.net);
+  // the daemon helper keeps a dir it was given; this one is ours
+  await removeScratchDir(env.dir);
   // SKOCI_DAEMON_LOG=<file>: keep the daemon's log for debugging a failed run
   if (process.env.SKOCI_DAEMON_LOG) await writeFile(process.env.SKOCI_DAEMON_LOG, env.d.logs());
 }
