@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, cliFor, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir, cliFor, type TestDaemon } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from '../helpers/cni.js';
 import { loadBusybox } from '../helpers/registry.js';
 
@@ -27,6 +27,8 @@ afterAll(async () => {
   await cli('rm', '-f', '-a').catch(() => undefined);
   await cli('rmp', '-f', '-a').catch(() => undefined);
   await d.cleanup();
+  // the daemon helper keeps a dir it was given: ours to remove
+  await removeScratchDir(dir);
   deleteBridge(net);
   removeGuard(GUARD);
   for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);

@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, runCli, cliFor, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir, runCli, cliFor, type TestDaemon } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from '../helpers/cni.js';
 
 const CGROUP_TOP = `/skiff-test-podcli-${randomBytes(3).toString('hex')}`;
@@ -21,6 +21,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await runCli(['-r', d.socket, 'rmp', '-f', '-a']).catch(() => undefined);
   await d.cleanup();
+  await removeScratchDir(dir); // the daemon helper keeps a dir it was given
   deleteBridge(net);
   removeGuard();
   for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
