@@ -1,10 +1,11 @@
 // The container verbs of the skiff client (run, create, start, ps, inspect, logs, exec -s, update, stop,
 // rm) against a real daemon: runc + conmon, a CNI bridge on the cli subnet (10.94.0.0/16), busybox loaded.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readdir, rmdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startDaemon, makeScratchDir, removeScratchDir, cliFor, type TestDaemon } from '../helpers/daemon.js';
+import { removeCgroupTree } from '../helpers/cgroups.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from '../helpers/cni.js';
 import { loadBusybox } from '../helpers/registry.js';
 
@@ -31,7 +32,7 @@ afterAll(async () => {
   await removeScratchDir(dir);
   deleteBridge(net);
   removeGuard(GUARD);
-  for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
+  await removeCgroupTree(CGROUP_TOP);
 });
 
 const { cli, ok } = cliFor(() => d.socket);
