@@ -4,7 +4,7 @@
 // CRI client (dist/cli/client.js) over gRPC. Prints per-round times, the median ratio skiff/containerd
 // (target <= 1.0) and skiff's peak daemon RSS during the pull (target < 150 MB).
 //
-//   npm run build && node bench/image-pull.bench.mjs [--rounds N]
+//   npm run bench -- image-pull [--rounds=N]
 //
 // Needs root. Installs the Debian packages it needs (containerd, debootstrap, docker-registry) when missing.
 // Work files live in $SKIFF_BENCH_DIR (default /var/tmp/skiff-bench-images); the rootfs and the image
@@ -21,8 +21,7 @@ import { Transform } from 'node:stream';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIR = process.env.SKIFF_BENCH_DIR ?? '/var/tmp/skiff-bench-images';
-const argRounds = process.argv.indexOf('--rounds');
-const ROUNDS = argRounds > 0 ? Number(process.argv[argRounds + 1]) : 3;
+let ROUNDS = 3;
 const MIRROR = 'http://deb.debian.org/debian';
 
 const log = (...a) => console.log('[image-pull]', ...a);
@@ -350,13 +349,16 @@ async function main() {
   return { ratio, skiffPeak };
 }
 
-main().then(
-  ({ ratio, skiffPeak }) => {
-    process.exitCode = ratio <= 1.0 && skiffPeak < 150e6 ? 0 : 3;
-  },
-  async (err) => {
-    console.error('[image-pull] failed:', err);
+export const description = 'pull + unpack of a ~200 MB debootstrap image from a local registry: skiff vs containerd, and peak RSS';
+
+export async function run({ args }) {
+  const rounds = args.find((a) => a.startsWith('--rounds='));
+  if (rounds) ROUNDS = Number(rounds.slice('--rounds='.length));
+  try {
+    const { ratio, skiffPeak } = await main();
+    if (ratio > 1.0 || skiffPeak >= 150e6) console.log('[image-pull] missed its target (ratio <= 1.0, RSS < 150 MB)');
+  } catch (err) {
     await stopAll();
-    process.exitCode = 1;
-  },
-);
+    throw err;
+  }
+}

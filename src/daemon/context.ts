@@ -11,6 +11,7 @@ import type { ContainerEventFeed } from '../events/container-events.js';
 import type { StatsService } from '../stats/service.js';
 import type { CdiRegistry } from '../cdi/registry.js';
 import type { IdmapDetector } from '../oci/idmap.js';
+import type { ContainerManager } from '../containers/manager.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
@@ -30,6 +31,8 @@ export interface DaemonContext {
   cdi: CdiRegistry;
   /** Whether each runtime handler can do idmapped mounts. */
   idmap: IdmapDetector;
+  /** containers: lifecycle, exec, logs, exit watching and restart recovery (src/containers) */
+  containers: ContainerManager;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

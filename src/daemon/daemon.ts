@@ -15,6 +15,11 @@ import { ContainerEventFeed } from '../events/container-events.js';
 import { StatsService } from '../stats/service.js';
 import { CdiRegistry } from '../cdi/registry.js';
 import { IdmapDetector } from '../oci/idmap.js';
+import { k129SpecPreparer } from '../containers/k129-prepare.js';
+import { ContainerManager } from '../containers/manager.js';
+import { ConmonDriver } from '../oci/conmon-driver.js';
+import { podSandboxStatus } from '../cri/pod-service.js';
+import { dirname, join } from 'node:path';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -41,6 +46,24 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   const events = new EventBus();
   const containerEvents = new ContainerEventFeed(events, (err, e) => log.warn({ err, container: e.containerId }, 'event status lookup failed'));
   closers.push(() => containerEvents.close());
+  const pods = await PodManager.open(config, handlers, log);
+  const driver = new ConmonDriver(handlers, {
+    conmonPath: config.conmonPath,
+    exitDir: join(config.state, 'exits'),
+    socketDir: join(config.state, 'attach'),
+    cgroupDriver: config.cgroupDriver,
+  });
+  const cdi = new CdiRegistry(config.cdi.specDirs);
+  const idmap = new IdmapDetector();
+  const prepareSpec = k129SpecPreparer({ cdi, idmap, handlers });
+  const containers = await ContainerManager.open({ config, log, images, pods, events, driver, prepareSpec });
+  closers.push(() => containers.close());
+  containerEvents.setProvider({
+    podStatusSnapshot: (podId) => {
+      const pod = pods.find(podId);
+      return pod ? { status: podSandboxStatus(pod), containers: containers.statuses(pod) } : undefined;
+    },
+  });
   const ctx: DaemonContext = {
     config,
     log,
@@ -48,14 +71,22 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     images,
     network,
     events,
-    pods: await PodManager.open(config, handlers, log),
+    pods,
+    containers,
     containerEvents,
-    stats: new StatsService({ cgroupDriver: config.cgroupDriver }),
-    cdi: new CdiRegistry(config.cdi.specDirs),
-    idmap: new IdmapDetector(),
+    stats: new StatsService({ cgroupDriver: config.cgroupDriver, writableLayer: (id) => writableLayer(images, id) }),
+    cdi,
+    idmap,
     onShutdown: (fn) => closers.push(fn),
   };
+  ctx.stats.setRecords({ pods: () => pods.list(), containers: () => containers.all() });
   return { ctx, closers };
+}
+
+/** A container's overlay upper dir (its own writes) and the dir all of them live in (ImageFsInfo's mountpoint). */
+function writableLayer(images: ImageService, containerId: string): { dir: string; mountpoint: string } {
+  const merged = images.rootfsPath(containerId);
+  return { dir: join(dirname(merged), 'upper'), mountpoint: dirname(dirname(merged)) };
 }
 
 function bind(server: grpc.Server, socket: string): Promise<void> {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect, runtimeCall, type CriClient } from '../../src/cli/client.js';
 import { mountsUnder, unmountAll } from '../../src/sandbox/mounts.js';
+import { expect } from 'vitest';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 export const SKIFF_BIN = join(REPO_ROOT, 'bin/skiff');
@@ -135,4 +136,19 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: stri
     p.stdin.end(input ?? '');
     p.once('close', (code) => res({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/**
+ * The `skiff` client bound to a daemon's socket (read when called, so a daemon started in beforeAll works):
+ * `cli(...)` runs it; `ok(...)` also expects exit 0 and an empty stderr, and returns stdout.
+ */
+export function cliFor(socket: () => string) {
+  const cli = (...args: string[]) => runCli(['-r', `unix://${socket()}`, ...args]);
+  const ok = async (...args: string[]): Promise<string> => {
+    const r = await cli(...args);
+    expect(r.stderr, args.join(' ')).toBe('');
+    expect(r.code, args.join(' ')).toBe(0);
+    return r.stdout;
+  };
+  return { cli, ok };
 }

@@ -6,11 +6,10 @@ import { join } from 'node:path';
 import type { CliContext } from '../context.js';
 import { imageCall, type CriClient } from '../client.js';
 import { outputOption } from '../context.js';
-import { formatTable, type OutputFormat } from '../output.js';
+import { formatTable, parseInfo, type OutputFormat } from '../output.js';
 import type { Image__Output } from '../../gen/runtime/v1/Image.js';
-import type { AuthConfig } from '../../gen/runtime/v1/AuthConfig.js';
-import { ImageArchive, ArchiveRegistry } from '../../image/archive.js';
-import { PULL_SOURCE_ANNOTATION } from '../../image/images.js';
+import { keyValues, pullAuth } from '../filters.js';
+import type { ArchiveRegistry } from '../../image/archive.js';
 import type { PullProgress } from '../../image/pull.js';
 
 function humanSize(bytes: number): string {
@@ -29,15 +28,7 @@ function splitRepoTag(t: string): [string, string] {
   return i > t.lastIndexOf('/') ? [t.slice(0, i), t.slice(i + 1)] : [t, '<none>'];
 }
 
-function annotations(list: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const a of list) {
-    const i = a.indexOf('=');
-    if (i <= 0) throw new Error(`annotation "${a}" must be key=value`);
-    out[a.slice(0, i)] = a.slice(i + 1);
-  }
-  return out;
-}
+const annotations = (list: string[]) => keyValues(list, '--annotation');
 
 /**
  * Draws per-layer progress while a pull runs, by polling ImageStatus(verbose) for the in-flight pull: bars
@@ -111,20 +102,12 @@ export function registerImages(program: Command, cli: CliContext): void {
     .option('-a, --annotation <key=value...>', 'ImageSpec annotations', [])
     .option('--no-progress', 'no progress output')
     .action(async (image: string, opts: { creds?: string; auth?: string; username?: string; password?: string; runtimeHandler: string; annotation: string[]; progress: boolean }) => {
-      const auth: AuthConfig = {};
-      if (opts.creds) {
-        const i = opts.creds.indexOf(':');
-        auth.username = i < 0 ? opts.creds : opts.creds.slice(0, i);
-        auth.password = i < 0 ? '' : opts.creds.slice(i + 1);
-      }
-      if (opts.auth) auth.auth = opts.auth;
-      if (opts.username) auth.username = opts.username;
-      if (opts.password) auth.password = opts.password;
+      const auth = pullAuth(opts);
       const client = cli.client();
       const stop = opts.progress ? watchProgress(client, image, opts.runtimeHandler, process.stderr.isTTY === true) : undefined;
       try {
         // pulls take long: no per-call timeout unless the user set one explicitly
-        const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth: Object.keys(auth).length ? auth : null }, 0);
+        const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth }, 0);
         stop?.(await pulledLayers(client, res.image_ref, opts.runtimeHandler));
         cli.print(`Image is up to date for ${res.image_ref}`);
       } finally {
@@ -178,14 +161,7 @@ export function registerImages(program: Command, cli: CliContext): void {
           missing++;
           continue;
         }
-        const info: Record<string, unknown> = {};
-        for (const [k, v] of Object.entries(st.info)) {
-          try {
-            info[k] = JSON.parse(v);
-          } catch {
-            info[k] = v;
-          }
-        }
+        const info = parseInfo(st.info);
         cli.output(opts.output, { status: st.image, info }, () => `${st.image!.id} ${st.image!.repo_tags.join(',')}`);
       }
       if (missing) throw new Error(`${missing} image(s) not found`);
@@ -238,6 +214,8 @@ export function registerImages(program: Command, cli: CliContext): void {
       // CRI has no load rpc: the archive is served by a read-only registry on loopback for the duration of
       // one PullImage per image, named as in the archive, with an annotation telling skiff where the bytes are.
       const dir = await mkdtemp(join(tmpdir(), 'skiff-load-'));
+      // the image code is loaded only for this verb (it is most of the client's start-up otherwise)
+      const [{ ImageArchive, ArchiveRegistry }, { PULL_SOURCE_ANNOTATION }] = await Promise.all([import('../../image/archive.js'), import('../../image/images.js')]);
       let server: ArchiveRegistry | undefined;
       try {
         const archive = await ImageArchive.open(file, dir);
