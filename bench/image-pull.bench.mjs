@@ -336,6 +336,8 @@ async function main() {
   } finally {
     for (const c of clients.values()) c.close();
     await stopAll();
+    // the daemons leave mounts (skiff's pod dir, containerd's snapshots): keep the rootfs and image cache only
+    for (const rt of runtimes) await removeDir(join(DIR, rt.name));
   }
   const s = results.get('skiff');
   const c = results.get('containerd');
