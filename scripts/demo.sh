@@ -6,7 +6,10 @@
 # SKIFF_DEMO_SKIP_SETUP=1 skips scripts/setup.sh (when the machine is known to be ready).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "${SKIFF_DEMO_SKIP_SETUP:-}" = 1 ] || bash scripts/setup.sh >/dev/null
+if [ "${SKIFF_DEMO_SKIP_SETUP:-}" != 1 ]; then
+  echo "== preparing the machine: apt packages, npm ci, build (a minute or two the first time) ..."
+  bash scripts/setup.sh >/dev/null
+fi
 
 work=$(mktemp -d /tmp/skiff-demo.XXXXXX)
 sock="$work/skiff.sock"
