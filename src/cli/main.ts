@@ -4,6 +4,8 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import { CliContext } from './context.js';
 import { registerDaemon } from './commands/daemon.js';
 import { registerRuntimeInfo } from './commands/runtime-info.js';
+import { registerImages } from './commands/images.js';
+import { registerStats } from './commands/stats.js';
 import { SKIFF_VERSION } from '../version.js';
 import { errorMessage } from '../errors.js';
 
@@ -30,6 +32,8 @@ export async function main(argv: string[]): Promise<number> {
 
   registerDaemon(program);
   registerRuntimeInfo(program, cli);
+  registerImages(program, cli);
+  registerStats(program, cli);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

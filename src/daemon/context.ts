@@ -5,6 +5,12 @@ import type { Logger } from '../log.js';
 import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import type { NetworkSettings } from '../net/settings.js';
 import type { EventBus } from '../events/bus.js';
+import type { ImageService } from '../image/images.js';
+import type { PodManager } from '../sandbox/manager.js';
+import type { ContainerEventFeed } from '../events/container-events.js';
+import type { StatsService } from '../stats/service.js';
+import type { CdiRegistry } from '../cdi/registry.js';
+import type { IdmapDetector } from '../oci/idmap.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
@@ -12,6 +18,18 @@ export interface DaemonContext {
   handlers: RuntimeHandlers;
   network: NetworkSettings;
   events: EventBus;
+  /** Images per runtime handler, and container root filesystems (src/image/images.ts). */
+  images: ImageService;
+  /** pod sandboxes: lifecycle, index (get/list), hooks for the containers module (setChildren) */
+  pods: PodManager;
+  /** GetContainerEvents subscribers: bus events completed with pod/container statuses. */
+  containerEvents: ContainerEventFeed;
+  /** Stats and metrics sampling (cgroups, netns, writable layers). */
+  stats: StatsService;
+  /** CDI spec files, resolved into OCI edits at CreateContainer. */
+  cdi: CdiRegistry;
+  /** Whether each runtime handler can do idmapped mounts. */
+  idmap: IdmapDetector;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

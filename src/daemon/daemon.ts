@@ -9,6 +9,12 @@ import { criHandlers } from '../cri/services.js';
 import { RuntimeHandlers } from '../oci/runtime-handlers.js';
 import { NetworkSettings } from '../net/settings.js';
 import { EventBus } from '../events/bus.js';
+import { ImageService } from '../image/images.js';
+import { PodManager } from '../sandbox/manager.js';
+import { ContainerEventFeed } from '../events/container-events.js';
+import { StatsService } from '../stats/service.js';
+import { CdiRegistry } from '../cdi/registry.js';
+import { IdmapDetector } from '../oci/idmap.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -28,12 +34,25 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   const closers: (() => Promise<void> | void)[] = [];
   const network = new NetworkSettings(config.state);
   await network.load();
+  const handlers = new RuntimeHandlers(config);
+  const images = new ImageService(config, handlers, log);
+  await images.init();
+  closers.push(() => images.close());
+  const events = new EventBus();
+  const containerEvents = new ContainerEventFeed(events, (err, e) => log.warn({ err, container: e.containerId }, 'event status lookup failed'));
+  closers.push(() => containerEvents.close());
   const ctx: DaemonContext = {
     config,
     log,
-    handlers: new RuntimeHandlers(config),
+    handlers,
+    images,
     network,
-    events: new EventBus(),
+    events,
+    pods: await PodManager.open(config, handlers, log),
+    containerEvents,
+    stats: new StatsService({ cgroupDriver: config.cgroupDriver }),
+    cdi: new CdiRegistry(config.cdi.specDirs),
+    idmap: new IdmapDetector(),
     onShutdown: (fn) => closers.push(fn),
   };
   return { ctx, closers };
@@ -66,6 +85,8 @@ export async function startDaemon(config: SkiffConfig): Promise<RunningDaemon> {
   const shutdown = (reason: string): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down: no new calls, waiting for in-flight ones');
+      // Event streams never finish by themselves: end them first, or they would hold the grace period.
+      ctx.containerEvents.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           log.warn('in-flight calls did not finish in time; closing connections');

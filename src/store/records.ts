@@ -2,6 +2,7 @@
 // created an object is kept verbatim (as decoded by grpc-js), so status calls can echo it exactly.
 import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig.js';
 import type { ContainerConfig__Output } from '../gen/runtime/v1/ContainerConfig.js';
+import type { CniNetworkList } from '../net/cni.js';
 
 export type PodState = 'ready' | 'notready';
 
@@ -13,8 +14,9 @@ export interface PodNamespaces {
   uts?: string;
   /** /proc/<pid>/ns/pid of the pod's init (catatonit -P) when the PID namespace is POD-scoped */
   pid?: string;
-  /** pid of that init process */
+  /** pid of that init process, and its start time (to tell it from a reused pid after a restart) */
   pidInitPid?: number;
+  pidInitStartTime?: string;
   /** user namespace pinned for a userns pod, with its mappings */
   user?: string;
 }
@@ -42,6 +44,17 @@ export interface PodRecord {
   ips: string[];
   /** The raw CNI result, persisted so status after restart is unchanged. */
   cniResult?: unknown;
+  /**
+   * The CNI network list ADD was (or is being) run with, kept so DEL runs the same plugins even after the
+   * conf dir changed. `attached` is set *before* ADD starts: a crash mid-ADD still leads to a DEL.
+   */
+  cni?: { network: CniNetworkList; attached: boolean };
+  /** cgroup directories skiff created for this pod (removed with it) */
+  cgroupDirs?: string[];
+  /** the pod's runtime dir (<state>/pods/<id>): namespace pins, shm, prepared files */
+  dir?: string;
+  /** true while RunPodSandbox is still building the pod; a record found like this at start-up is undone */
+  creating?: boolean;
   uidMappings?: IdMapping[];
   gidMappings?: IdMapping[];
 }

@@ -20,6 +20,9 @@ export interface RunResult {
   stderr: string;
 }
 
+/** How long output may trail the exit of a command (a grandchild holding the pipe must not block us). */
+const OUTPUT_GRACE_MS = 250;
+
 /** Runs a command to completion; never rejects on a non-zero exit (see runChecked). */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const { timeoutMs = 30_000, maxOutputBytes = 4 * 1024 * 1024 } = opts;
@@ -50,11 +53,14 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       clearTimeout(timer);
       reject(internal(`cannot run ${cmd}: ${e.message}`, { command: cmd }, e));
     });
-    // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting.
+    // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting. Output still in the
+    // pipes when the process exits arrives after 'exit': wait for both EOFs, but at most OUTPUT_GRACE_MS.
+    const ended = (s: NodeJS.ReadableStream & { readableEnded: boolean }) =>
+      new Promise<void>((r) => (s.readableEnded ? r() : s.once('end', () => r()).once('close', () => r())));
+    const outputDone = Promise.all([ended(child.stdout), ended(child.stderr)]);
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      // Give already-buffered output a moment to arrive, then stop listening.
-      setImmediate(() => {
+      void Promise.race([outputDone, new Promise((r) => setTimeout(r, OUTPUT_GRACE_MS))]).then(() => {
         child.stdout.destroy();
         child.stderr.destroy();
         if (timedOut) {

@@ -92,6 +92,11 @@ async function waitReady(d: TestDaemon, timeoutMs = 20_000): Promise<void> {
   void d.exited.then(() => {
     exitedEarly = true;
   });
+  // grpc-js backs off ~1 s after a refused connect: wait for the socket file before the first call.
+  const { access } = await import('node:fs/promises');
+  while (!exitedEarly && Date.now() < deadline && !(await access(d.socket).then(() => true, () => false))) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   for (;;) {
     if (exitedEarly) throw new Error(`daemon exited during start-up:\n${d.logs()}`);
     try {

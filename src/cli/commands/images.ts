@@ -1,0 +1,247 @@
+// pull, images, inspecti, rmi, imagefsinfo (crictl's image verbs) and load (import an image archive).
+import type { Command } from 'commander';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CliContext } from '../context.js';
+import { imageCall, type CriClient } from '../client.js';
+import { outputOption } from '../context.js';
+import { formatTable, type OutputFormat } from '../output.js';
+import type { Image__Output } from '../../gen/runtime/v1/Image.js';
+import type { AuthConfig } from '../../gen/runtime/v1/AuthConfig.js';
+import { ImageArchive, ArchiveRegistry } from '../../image/archive.js';
+import { PULL_SOURCE_ANNOTATION } from '../../image/images.js';
+import type { PullProgress } from '../../image/pull.js';
+
+function humanSize(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let n = bytes;
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${n < 10 && i > 0 ? n.toFixed(1) : Math.round(n)}${units[i]}`;
+}
+
+function splitRepoTag(t: string): [string, string] {
+  const i = t.lastIndexOf(':');
+  return i > t.lastIndexOf('/') ? [t.slice(0, i), t.slice(i + 1)] : [t, '<none>'];
+}
+
+function annotations(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of list) {
+    const i = a.indexOf('=');
+    if (i <= 0) throw new Error(`annotation "${a}" must be key=value`);
+    out[a.slice(0, i)] = a.slice(i + 1);
+  }
+  return out;
+}
+
+/** Draws per-layer progress while a pull runs, by polling ImageStatus(verbose) for the in-flight pull. */
+function watchProgress(client: CriClient, image: string, handler: string, tty: boolean): () => void {
+  let stopped = false;
+  let drawn = 0;
+  const printed = new Map<string, string>();
+  const draw = (p: PullProgress) => {
+    if (tty) {
+      const lines = p.layers.map((l) => {
+        const frac = l.size > 0 ? Math.min(1, l.downloaded / l.size) : 1;
+        const width = 30;
+        const bar = '='.repeat(Math.round(frac * width)).padEnd(width, ' ');
+        return `${l.digest.slice(7, 19)}: ${l.state.padEnd(11)} [${bar}] ${humanSize(l.downloaded)}/${humanSize(l.size)}`;
+      });
+      process.stderr.write(`${drawn ? `\x1b[${drawn}A` : ''}${lines.map((l) => `\x1b[2K${l}\n`).join('')}`);
+      drawn = lines.length;
+    } else {
+      for (const l of p.layers) {
+        if (printed.get(l.digest) !== l.state && l.state !== 'waiting') {
+          printed.set(l.digest, l.state);
+          process.stderr.write(`${l.digest.slice(7, 19)}: ${l.state} (${l.size} bytes)\n`);
+        }
+      }
+    }
+  };
+  const tick = async () => {
+    while (!stopped) {
+      await new Promise((r) => setTimeout(r, tty ? 200 : 500));
+      if (stopped) break;
+      try {
+        const st = await imageCall(client, 'ImageStatus', { image: { image, runtime_handler: handler }, verbose: true }, 5000);
+        if (st.info.pullProgress && !stopped) draw(JSON.parse(st.info.pullProgress) as PullProgress);
+      } catch {
+        // progress is best effort; the pull's own result decides success
+      }
+    }
+  };
+  void tick();
+  return () => {
+    stopped = true;
+  };
+}
+
+export function registerImages(program: Command, cli: CliContext): void {
+  program
+    .command('pull')
+    .description('Pull an image from a registry')
+    .argument('<image>', 'image reference, e.g. busybox or registry:5000/app:v1')
+    .option('--creds <user:password>', 'registry credentials')
+    .option('--auth <base64>', 'base64-encoded user:password')
+    .option('-u, --username <name>', 'registry user name (password from --password or stdin-less prompt)')
+    .option('-p, --password <password>', 'registry password')
+    .option('--runtime-handler <name>', 'store the image for this runtime handler', '')
+    .option('-a, --annotation <key=value...>', 'ImageSpec annotations', [])
+    .option('--no-progress', 'no progress output')
+    .action(async (image: string, opts: { creds?: string; auth?: string; username?: string; password?: string; runtimeHandler: string; annotation: string[]; progress: boolean }) => {
+      const auth: AuthConfig = {};
+      if (opts.creds) {
+        const i = opts.creds.indexOf(':');
+        auth.username = i < 0 ? opts.creds : opts.creds.slice(0, i);
+        auth.password = i < 0 ? '' : opts.creds.slice(i + 1);
+      }
+      if (opts.auth) auth.auth = opts.auth;
+      if (opts.username) auth.username = opts.username;
+      if (opts.password) auth.password = opts.password;
+      const client = cli.client();
+      const stop = opts.progress ? watchProgress(client, image, opts.runtimeHandler, process.stderr.isTTY === true) : () => undefined;
+      try {
+        // pulls take long: no per-call timeout unless the user set one explicitly
+        const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth: Object.keys(auth).length ? auth : null }, 0);
+        cli.print(`Image is up to date for ${res.image_ref}`);
+      } finally {
+        stop();
+      }
+    });
+
+  program
+    .command('images')
+    .alias('image')
+    .description('List images')
+    .argument('[repository]', 'only this image')
+    .option('-q, --quiet', 'only image IDs')
+    .option('--digests', 'show digests')
+    .option('--no-trunc', 'full IDs')
+    .option('--runtime-handler <name>', 'only images of this runtime handler', '')
+    .option(...outputOption())
+    .action(async (repo: string | undefined, opts: { quiet?: boolean; digests?: boolean; trunc: boolean; runtimeHandler: string; output: OutputFormat }) => {
+      const res = await imageCall(cli.client(), 'ListImages', { filter: { image: { image: repo ?? '', runtime_handler: opts.runtimeHandler } } });
+      if (opts.quiet) {
+        cli.print(res.images.map((i) => i.id).join('\n'));
+        return;
+      }
+      cli.output(opts.output, res, () => {
+        const rows: string[][] = [];
+        for (const img of res.images) {
+          const id = opts.trunc ? img.id.replace(/^sha256:/, '').slice(0, 13) : img.id;
+          const tags = img.repo_tags.length ? img.repo_tags : [`${(img.repo_digests[0] ?? '<none>').split('@')[0]}:<none>`];
+          for (const t of tags) {
+            const [name, tag] = splitRepoTag(t);
+            const digest = (img.repo_digests.find((d) => d.startsWith(`${name}@`)) ?? '').split('@')[1] ?? '<none>';
+            rows.push([name, tag, ...(opts.digests ? [opts.trunc ? digest.slice(7, 20) : digest] : []), id, img.spec?.runtime_handler ?? '', humanSize(Number(img.size))]);
+          }
+        }
+        return formatTable(['IMAGE', 'TAG', ...(opts.digests ? ['DIGEST'] : []), 'IMAGE ID', 'HANDLER', 'SIZE'], rows);
+      });
+    });
+
+  program
+    .command('inspecti')
+    .description('Return the status of one or more images')
+    .argument('<image...>', 'image IDs or names')
+    .option('--runtime-handler <name>', 'runtime handler', '')
+    .option(...outputOption('json'))
+    .action(async (names: string[], opts: { runtimeHandler: string; output: OutputFormat }) => {
+      let missing = 0;
+      for (const name of names) {
+        const st = await imageCall(cli.client(), 'ImageStatus', { image: { image: name, runtime_handler: opts.runtimeHandler }, verbose: true });
+        if (!st.image) {
+          process.stderr.write(`no such image "${name}" present\n`);
+          missing++;
+          continue;
+        }
+        const info: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(st.info)) {
+          try {
+            info[k] = JSON.parse(v);
+          } catch {
+            info[k] = v;
+          }
+        }
+        cli.output(opts.output, { status: st.image, info }, () => `${st.image!.id} ${st.image!.repo_tags.join(',')}`);
+      }
+      if (missing) throw new Error(`${missing} image(s) not found`);
+    });
+
+  program
+    .command('rmi')
+    .description('Remove one or more images')
+    .argument('[image...]', 'image IDs or names')
+    .option('-a, --all', 'remove all images')
+    .option('--runtime-handler <name>', 'runtime handler', '')
+    .action(async (names: string[], opts: { all?: boolean; runtimeHandler: string }) => {
+      const client = cli.client();
+      let targets: Image__Output[] | string[] = names;
+      if (opts.all) targets = (await imageCall(client, 'ListImages', { filter: { image: { image: '', runtime_handler: opts.runtimeHandler } } })).images;
+      if (targets.length === 0) throw new Error('no image given (use -a to remove all)');
+      for (const t of targets) {
+        const name = typeof t === 'string' ? t : t.id;
+        const handler = typeof t === 'string' ? opts.runtimeHandler : (t.spec?.runtime_handler ?? '');
+        const st = await imageCall(client, 'ImageStatus', { image: { image: name, runtime_handler: handler }, verbose: false });
+        if (!st.image) throw new Error(`no such image "${name}"`);
+        await imageCall(client, 'RemoveImage', { image: { image: name, runtime_handler: handler } });
+        cli.print(`Deleted: ${name}`);
+      }
+    });
+
+  program
+    .command('imagefsinfo')
+    .description('Return image filesystem info')
+    .option(...outputOption('json'))
+    .action(async (opts: { output: OutputFormat }) => {
+      const res = await imageCall(cli.client(), 'ImageFsInfo', {});
+      cli.output(opts.output, res, () =>
+        [...res.image_filesystems.map((f) => ['image', f]), ...res.container_filesystems.map((f) => ['container', f])]
+          .map(([k, f]) => {
+            const fs = f as (typeof res.image_filesystems)[number];
+            return `${k as string}: ${fs.fs_id?.mountpoint} ${humanSize(Number(fs.used_bytes?.value ?? 0))} ${fs.inodes_used?.value ?? 0} inodes`;
+          })
+          .join('\n'),
+      );
+    });
+
+  program
+    .command('load')
+    .description('Import images from a docker-save or OCI-archive tarball (as `kind load image-archive`)')
+    .argument('<archive>', 'path of the tarball')
+    .option('--name <reference>', 'name to record when the archive names none')
+    .option('--runtime-handler <name>', 'store the image for this runtime handler', '')
+    .action(async (file: string, opts: { name?: string; runtimeHandler: string }) => {
+      // CRI has no load rpc: the archive is served by a read-only registry on loopback for the duration of
+      // one PullImage per image, named as in the archive, with an annotation telling skiff where the bytes are.
+      const dir = await mkdtemp(join(tmpdir(), 'skiff-load-'));
+      let server: ArchiveRegistry | undefined;
+      try {
+        const archive = await ImageArchive.open(file, dir);
+        server = new ArchiveRegistry(archive);
+        const host = await server.start();
+        for (const img of archive.images) {
+          const names = img.names.filter((n) => n.includes('/') || n.includes(':') || n.includes('.'));
+          if (names.length === 0 && opts.name) names.push(opts.name);
+          if (names.length === 0) throw new Error(`the archive names no image for ${img.manifestDigest}; give one with --name`);
+          for (const name of names) {
+            const res = await imageCall(
+              cli.client(),
+              'PullImage',
+              { image: { image: name, runtime_handler: opts.runtimeHandler, annotations: { [PULL_SOURCE_ANNOTATION]: `${host}/archive@${img.manifestDigest}` } } },
+              0,
+            );
+            cli.print(`Loaded image: ${name} (${res.image_ref})`);
+          }
+        }
+      } finally {
+        await server?.stop();
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+}

@@ -1,0 +1,265 @@
+// The image subsystem (`ctx.images`): pulls, lists, resolves and removes images, one store per runtime
+// handler (KEP-4216), and builds container root filesystems from them.
+//
+// API for other subsystems (containers):
+//   resolve(name, handler?)                  -> ImageRecord | undefined   (ID, ID prefix, tag, digest, short name)
+//   require(name, handler?)                  -> ImageRecord, NOT_FOUND when unknown
+//   prepareRootfs(image, containerId)        -> absolute path of the mounted overlay rootfs (idempotent)
+//   removeRootfs(containerId)                -> unmounts, deletes the upper dir, GCs what the image removal left
+//   rootfsPath(containerId)                  -> where prepareRootfs mounts it
+//   containerFilesystemUsage()               -> bytes/inodes used by containers' writable layers
+// An ImageRecord carries `id`, `repoTags`, `repoDigests`, `runtimeHandler` and `config.config` with the OCI
+// image config (User, Env, Entrypoint, Cmd, WorkingDir, StopSignal, Labels, ExposedPorts, Volumes).
+// Removing an image a container uses is allowed (kubelet does it); its snapshots stay until the last
+// container using them is removed.
+//
+// On-disk layout under <root>/images/<handler>/: blobs/sha256/…, ingest/, snapshots/<n>/{fs,meta.json},
+// records/<id>.json; container rootfs under <root>/rootfs/<container>/{upper,work,merged,rootfs.json}.
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import type { SkiffConfig } from '../config/config.js';
+import type { Logger } from '../log.js';
+import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
+import { ContentStore } from './content-store.js';
+import { SnapshotStore } from './snapshots.js';
+import { ImageStore, type ImageRecord } from './image-store.js';
+import { RootfsStore } from './rootfs.js';
+import { RegistrySession } from './registry-client.js';
+import { resolveEndpoints } from './hosts.js';
+import { credentialsFromDockerConfig, type Credentials } from './auth.js';
+import { parseReference, formatReference, taggedName, repoName, type ImageReference } from './reference.js';
+import { pullImage, type PullProgress } from './pull.js';
+import { notFound, invalidArgument } from '../errors.js';
+import { KeyedMutex } from '../util/keyed-mutex.js';
+import { run } from '../util/exec.js';
+
+/** ImageSpec annotation naming where to fetch an image from while recording it under ImageSpec.image. */
+export const PULL_SOURCE_ANNOTATION = 'skiff.io/pull-source';
+
+export interface PullRequest {
+  image: string;
+  handler?: string;
+  credentials?: Credentials;
+  annotations?: Record<string, string>;
+}
+
+export interface FsUsage {
+  mountpoint: string;
+  usedBytes: number;
+  inodesUsed: number;
+}
+
+class HandlerImages {
+  readonly content: ContentStore;
+  readonly snapshots: SnapshotStore;
+  readonly images: ImageStore;
+  constructor(readonly handler: string, readonly dir: string) {
+    this.content = new ContentStore(dir);
+    this.snapshots = new SnapshotStore(join(dir, 'snapshots'));
+    this.images = new ImageStore(dir);
+  }
+}
+
+async function measure(path: string): Promise<{ bytes: number; inodes: number }> {
+  const [b, i] = await Promise.all([
+    run('du', ['-s', '-x', '-B1', path], { timeoutMs: 60_000 }),
+    run('du', ['-s', '-x', '--inodes', path], { timeoutMs: 60_000 }),
+  ]);
+  return { bytes: Number(b.stdout.split(/\s/)[0]) || 0, inodes: Number(i.stdout.split(/\s/)[0]) || 0 };
+}
+
+export class ImageService {
+  private readonly stores = new Map<string, HandlerImages>();
+  private readonly session = new RegistrySession();
+  readonly rootfs: RootfsStore;
+  /** Serialises record changes and GC per handler; pulls of different images still download in parallel. */
+  private readonly lock = new KeyedMutex();
+  /** Pulls in flight, by normalised reference: what `skiff pull` shows as progress. */
+  readonly inflight = new Map<string, PullProgress>();
+  readonly imagesDir: string;
+
+  constructor(
+    private readonly config: SkiffConfig,
+    private readonly handlers: RuntimeHandlers,
+    private readonly log: Logger,
+  ) {
+    this.imagesDir = join(config.root, 'images');
+    this.rootfs = new RootfsStore(join(config.root, 'rootfs'));
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.imagesDir, { recursive: true, mode: 0o700 });
+    for (const h of this.handlers.names()) await this.store(h);
+  }
+
+  async close(): Promise<void> {
+    await this.session.close();
+  }
+
+  handlerName(handler: string | undefined): string {
+    return this.handlers.config_(handler ?? '').name;
+  }
+
+  private async store(handler: string | undefined): Promise<HandlerImages> {
+    const name = this.handlerName(handler);
+    let s = this.stores.get(name);
+    if (!s) {
+      s = new HandlerImages(name, join(this.imagesDir, name));
+      const warn = (msg: string) => this.log.warn({ handler: name }, msg);
+      await s.content.init();
+      await s.snapshots.init(warn);
+      await s.images.init(warn);
+      this.stores.set(name, s);
+    }
+    return s;
+  }
+
+  async pull(req: PullRequest): Promise<ImageRecord> {
+    const named = parseReference(req.image);
+    const sourceText = req.annotations?.[PULL_SOURCE_ANNOTATION];
+    const source: ImageReference = sourceText ? parseReference(sourceText) : named;
+    if (sourceText && !source.digest && named.digest) source.digest = named.digest;
+    const s = await this.store(req.handler);
+    const key = formatReference(named);
+    const progress: PullProgress = { reference: key, startedAt: Date.now(), layers: [] };
+    this.inflight.set(key, progress);
+    try {
+      const endpoints = await resolveEndpoints(source.registry, this.config.registry);
+      const credentials = async (host: string) => req.credentials ?? (await credentialsFromDockerConfig(this.config.registry.authFile, host));
+      const pulled = await pullImage({ source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress });
+      return await this.lock.run(s.handler, async () => {
+        const existing = s.images.get(pulled.id);
+        const tag = taggedName(named);
+        const repoDigest = `${repoName(named)}@${named.digest ?? pulled.topDigest}`;
+        const rec: ImageRecord = {
+          ...pulled,
+          repoTags: [...new Set([...(existing?.repoTags ?? []), ...(tag && !named.digest ? [tag] : [])])],
+          repoDigests: [...new Set([...(existing?.repoDigests ?? []), repoDigest])],
+          manifestDigests: [...new Set([...(existing?.manifestDigests ?? []), ...pulled.manifestDigests, pulled.topDigest])],
+          runtimeHandler: s.handler,
+          userSpecifiedImage: req.image,
+          pinned: existing?.pinned ?? false,
+          pulledAt: Date.now(),
+        };
+        delete (rec as Partial<typeof pulled>).topDigest;
+        await s.images.save(rec);
+        this.log.info({ image: key, id: rec.id, handler: s.handler }, 'image pulled');
+        return rec;
+      });
+    } finally {
+      this.inflight.delete(key);
+    }
+  }
+
+  async list(handler?: string): Promise<ImageRecord[]> {
+    if (handler !== undefined && handler !== '') return (await this.store(handler)).images.all();
+    const out: ImageRecord[] = [];
+    for (const h of this.handlers.names()) out.push(...(await this.store(h)).images.all());
+    return out;
+  }
+
+  async resolve(name: string, handler?: string): Promise<ImageRecord | undefined> {
+    if (name.trim() === '') throw invalidArgument('image name is empty');
+    return (await this.store(handler)).images.resolve(name);
+  }
+
+  async require(name: string, handler?: string): Promise<ImageRecord> {
+    const r = await this.resolve(name, handler);
+    if (!r) throw notFound(`image "${name}" not found for runtime handler "${this.handlerName(handler)}"`, { image: name });
+    return r;
+  }
+
+  /** Removes an image; its blobs and snapshots are garbage-collected unless another image or a container uses them. */
+  async remove(name: string, handler?: string): Promise<boolean> {
+    const s = await this.store(handler);
+    return this.lock.run(s.handler, async () => {
+      const rec = s.images.resolve(name);
+      if (!rec) return false;
+      // Removing by a tag that other names also point at only drops that tag, as docker rmi does.
+      const ref = (() => {
+        try {
+          return parseReference(name);
+        } catch {
+          return undefined;
+        }
+      })();
+      const asTag = ref && !ref.digest ? formatReference(ref) : undefined;
+      if (asTag && rec.repoTags.includes(asTag) && rec.repoTags.length > 1) {
+        rec.repoTags = rec.repoTags.filter((t) => t !== asTag);
+        await s.images.save(rec);
+        return true;
+      }
+      await s.images.remove(rec.id);
+      await this.gc(s);
+      return true;
+    });
+  }
+
+  /** Deletes blobs and snapshots no image record and no container rootfs refers to. Call under the lock. */
+  private async gc(s: HandlerImages): Promise<void> {
+    const blobs = new Set<string>();
+    const chains = new Set<string>();
+    for (const r of s.images.all()) {
+      blobs.add(r.id);
+      for (const d of r.manifestDigests) blobs.add(d);
+      for (const l of r.layers) blobs.add(l.digest);
+      for (const c of r.chainIds) chains.add(c);
+    }
+    for (const rf of await this.rootfs.all()) if (rf.handler === s.handler) for (const c of rf.chainIds) chains.add(c);
+    let removed = 0;
+    for (const d of await s.content.list()) {
+      if (!blobs.has(d)) {
+        await s.content.remove(d);
+        removed++;
+      }
+    }
+    for (const snap of s.snapshots.all()) {
+      if (!chains.has(snap.chainId)) {
+        await s.snapshots.remove(snap.chainId);
+        removed++;
+      }
+    }
+    if (removed) this.log.info({ handler: s.handler, removed }, 'image GC');
+  }
+
+  rootfsPath(containerId: string): string {
+    return join(this.rootfs.containerDir(containerId), 'merged');
+  }
+
+  /** Mounts the container's overlay rootfs (idempotent) and returns its path. */
+  async prepareRootfs(image: ImageRecord, containerId: string): Promise<string> {
+    const s = await this.store(image.runtimeHandler);
+    return this.lock.run(s.handler, async () => {
+      const lowers: string[] = [];
+      for (const c of image.chainIds) {
+        const snap = s.snapshots.get(c);
+        if (!snap) throw notFound(`image ${image.id} is missing its layer snapshot ${c}; pull it again`, { image: image.id });
+        lowers.push(s.snapshots.relFs(snap));
+      }
+      // overlay's first lowerdir is the top layer
+      lowers.reverse();
+      return this.rootfs.mount({ containerId, handler: s.handler, imageId: image.id, chainIds: image.chainIds }, s.snapshots.dir, lowers);
+    });
+  }
+
+  async removeRootfs(containerId: string): Promise<void> {
+    const rec = await this.rootfs.remove(containerId);
+    if (rec && this.stores.has(rec.handler)) {
+      const s = this.stores.get(rec.handler)!;
+      // snapshots kept only for this container (its image was removed meanwhile) go now
+      await this.lock.run(s.handler, () => this.gc(s));
+    }
+  }
+
+  async imageFilesystemUsage(): Promise<FsUsage> {
+    const m = await measure(this.imagesDir);
+    return { mountpoint: this.imagesDir, usedBytes: m.bytes, inodesUsed: m.inodes };
+  }
+
+  async containerFilesystemUsage(): Promise<FsUsage> {
+    await mkdir(this.rootfs.dir, { recursive: true });
+    // the writable layers only: merged dirs are mounts (du -x skips them), lower layers count as images
+    const m = await measure(this.rootfs.dir);
+    return { mountpoint: this.rootfs.dir, usedBytes: m.bytes, inodesUsed: m.inodes };
+  }
+}

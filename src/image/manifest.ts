@@ -1,0 +1,154 @@
+// Image manifests and indexes, OCI and Docker media types: parsing, validation and picking the entry for
+// this node's platform. Docker schema 1 manifests are refused with a clear message: they were deprecated
+// in 2015, registries stopped serving them, and converting them means trusting unsigned v1 history.
+import { arch as nodeArch } from 'node:os';
+import { invalidArgument, notFound, failedPrecondition } from '../errors.js';
+import { isDigest } from './reference.js';
+
+export const MT = {
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  dockerSchema1: 'application/vnd.docker.distribution.manifest.v1+json',
+  dockerSchema1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
+} as const;
+
+export const MANIFEST_ACCEPT = [MT.ociIndex, MT.ociManifest, MT.dockerList, MT.dockerManifest];
+
+export const LAYER_TYPES = new Set([
+  'application/vnd.oci.image.layer.v1.tar',
+  'application/vnd.oci.image.layer.v1.tar+gzip',
+  'application/vnd.oci.image.layer.v1.tar+zstd',
+  'application/vnd.docker.image.rootfs.diff.tar.gzip',
+  'application/vnd.docker.image.rootfs.diff.tar.zstd',
+  'application/vnd.docker.image.rootfs.diff.tar',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+  'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
+]);
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  platform?: Platform;
+  annotations?: Record<string, string>;
+  urls?: string[];
+}
+
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+export interface ImageManifest {
+  kind: 'manifest';
+  config: Descriptor;
+  layers: Descriptor[];
+}
+
+export interface ImageIndex {
+  kind: 'index';
+  manifests: Descriptor[];
+}
+
+/** The parts of an OCI image config skiff uses (everything else is kept as raw JSON). */
+export interface ImageConfig {
+  architecture?: string;
+  os?: string;
+  config?: {
+    User?: string;
+    Env?: string[];
+    Entrypoint?: string[] | null;
+    Cmd?: string[] | null;
+    WorkingDir?: string;
+    StopSignal?: string;
+    Labels?: Record<string, string> | null;
+    ExposedPorts?: Record<string, unknown> | null;
+    Volumes?: Record<string, unknown> | null;
+  };
+  rootfs?: { type: string; diff_ids: string[] };
+}
+
+function descriptor(v: unknown, where: string): Descriptor {
+  const d = v as Partial<Descriptor> | null;
+  if (!d || typeof d !== 'object') throw invalidArgument(`${where}: descriptor is not an object`);
+  if (typeof d.digest !== 'string' || !isDigest(d.digest)) throw invalidArgument(`${where}: descriptor digest "${String(d.digest).slice(0, 80)}" is not a sha256 digest`);
+  if (typeof d.size !== 'number' || !Number.isSafeInteger(d.size) || d.size < 0) throw invalidArgument(`${where}: descriptor ${d.digest} has an invalid size`);
+  return { ...d, mediaType: typeof d.mediaType === 'string' ? d.mediaType : '' } as Descriptor;
+}
+
+/** Parses a manifest or index; `contentType` is the registry's Content-Type header (may be absent). */
+export function parseManifest(data: Buffer, contentType: string | undefined): ImageManifest | ImageIndex {
+  let doc: Record<string, unknown>;
+  try {
+    doc = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw invalidArgument('manifest is not valid JSON');
+  }
+  if (typeof doc !== 'object' || doc === null) throw invalidArgument('manifest is not a JSON object');
+  const mediaType = (typeof doc.mediaType === 'string' ? doc.mediaType : undefined) ?? contentType?.split(';')[0]?.trim();
+  if (doc.schemaVersion === 1 || mediaType === MT.dockerSchema1 || mediaType === MT.dockerSchema1Signed) {
+    throw failedPrecondition('Docker schema 1 manifests are not supported (deprecated since 2015); re-push the image with a current docker, buildah or skopeo');
+  }
+  if (Array.isArray(doc.manifests)) {
+    return { kind: 'index', manifests: doc.manifests.map((m, i) => descriptor(m, `index entry ${i}`)) };
+  }
+  if (doc.config !== undefined && Array.isArray(doc.layers)) {
+    const layers = doc.layers.map((l, i) => descriptor(l, `layer ${i}`));
+    for (const l of layers) {
+      if (l.mediaType && !LAYER_TYPES.has(l.mediaType)) throw invalidArgument(`layer ${l.digest} has unsupported media type ${l.mediaType}`);
+    }
+    return { kind: 'manifest', config: descriptor(doc.config, 'config'), layers };
+  }
+  throw invalidArgument(`unrecognised manifest (media type ${mediaType ?? 'none'})`);
+}
+
+/** This node's platform in OCI terms. */
+export function hostPlatform(): Platform {
+  const map: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  const architecture = map[nodeArch()] ?? nodeArch();
+  return { os: 'linux', architecture, variant: architecture === 'arm64' ? 'v8' : undefined };
+}
+
+export function formatPlatform(p: Platform): string {
+  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
+}
+
+/**
+ * The best index entry for `want`: same os+arch, preferring an exact variant; attestation entries
+ * (unknown/unknown, or vnd.docker.reference.type annotations) are never chosen. Nested indexes are allowed.
+ * NOT_FOUND names the platform when nothing matches.
+ */
+export function choosePlatform(index: ImageIndex, want: Platform = hostPlatform()): Descriptor {
+  const candidates = index.manifests.filter((m) => {
+    if (m.annotations?.['vnd.docker.reference.type']) return false;
+    const p = m.platform;
+    if (!p) return m.mediaType === MT.ociIndex || m.mediaType === MT.dockerList;
+    if (p.os === 'unknown' || p.architecture === 'unknown') return false;
+    return p.os === want.os && p.architecture === want.architecture;
+  });
+  const exact = candidates.find((m) => (m.platform?.variant ?? '') === (want.variant ?? '') || (want.variant === 'v8' && !m.platform?.variant));
+  const pick = exact ?? candidates.find((m) => m.platform) ?? candidates[0];
+  if (!pick) {
+    const offered = index.manifests.filter((m) => m.platform).map((m) => formatPlatform(m.platform!));
+    throw notFound(`no image for platform ${formatPlatform(want)} in the index (it offers: ${offered.join(', ') || 'nothing'})`, { platform: formatPlatform(want) });
+  }
+  return pick;
+}
+
+export function parseConfig(data: Buffer): ImageConfig {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(data.toString('utf8'));
+  } catch {
+    throw invalidArgument('image config is not valid JSON');
+  }
+  if (typeof doc !== 'object' || doc === null) throw invalidArgument('image config is not a JSON object');
+  const c = doc as ImageConfig;
+  if (!c.rootfs || !Array.isArray(c.rootfs.diff_ids) || c.rootfs.diff_ids.some((d) => typeof d !== 'string' || !isDigest(d))) {
+    throw invalidArgument('image config has no valid rootfs.diff_ids');
+  }
+  return c;
+}

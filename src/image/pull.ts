@@ -1,0 +1,171 @@
+// One pull: resolve the reference to a manifest for this platform, fetch config and layers into the content
+// store (in parallel, verified), unpack each layer once into its chain-ID snapshot, and return the record.
+// Nothing is recorded unless every step succeeded; blobs already verified stay for the next attempt.
+import { createReadStream } from 'node:fs';
+import { createHash } from 'node:crypto';
+import type { ContentStore } from './content-store.js';
+import type { SnapshotStore } from './snapshots.js';
+import { chainIds as computeChainIds } from './snapshots.js';
+import { RegistryClient, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
+import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform } from './manifest.js';
+import { invalidArgument, SkiffError, errorMessage } from '../errors.js';
+import type { ImageReference } from './reference.js';
+import type { RegistryEndpoint } from './hosts.js';
+import type { Credentials } from './auth.js';
+import { unpackLayer } from './unpack.js';
+import type { ImageRecord } from './image-store.js';
+import type { Logger } from '../log.js';
+
+const PARALLEL_LAYERS = 4;
+const MAX_CONFIG_BYTES = 8 * 1024 * 1024;
+const MAX_INDEX_DEPTH = 4;
+
+export interface LayerProgress {
+  digest: string;
+  size: number;
+  downloaded: number;
+  state: 'waiting' | 'downloading' | 'unpacking' | 'done' | 'exists';
+}
+
+export interface PullProgress {
+  reference: string;
+  startedAt: number;
+  layers: LayerProgress[];
+}
+
+export interface PullJob {
+  /** Where bytes come from (may differ from the recorded name, see `skiff load`). */
+  source: ImageReference;
+  endpoints: RegistryEndpoint[];
+  credentials: (host: string) => Promise<Credentials | undefined>;
+  session: RegistrySession;
+  content: ContentStore;
+  snapshots: SnapshotStore;
+  log: Logger;
+  progress?: PullProgress;
+  platform?: Platform;
+}
+
+export type PulledImage = Omit<ImageRecord, 'repoTags' | 'repoDigests' | 'runtimeHandler' | 'userSpecifiedImage' | 'pinned' | 'pulledAt'> & {
+  /** Digest the reference resolved to (an index's, for multi-platform images). */
+  topDigest: string;
+};
+
+function sha256(b: Buffer): string {
+  return `sha256:${createHash('sha256').update(b).digest('hex')}`;
+}
+
+async function fetchManifestBytes(client: RegistryClient, ref: string): Promise<{ data: Buffer; contentType?: string; digest: string }> {
+  const res = await client.fetch('manifests', ref, { accept: MANIFEST_ACCEPT });
+  const data = await readLimited(res.body, MAX_MANIFEST_BYTES, 'manifest');
+  const digest = sha256(data);
+  if (ref.startsWith('sha256:') && digest !== ref) {
+    throw invalidArgument(`registry returned a manifest with digest ${digest} for ${ref}`, { digest: ref });
+  }
+  const ct = res.headers['content-type'];
+  return { data, contentType: Array.isArray(ct) ? ct[0] : ct, digest };
+}
+
+async function mapLimit<T>(items: T[], limit: number, fn: (item: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length && failed === undefined) {
+      const i = next++;
+      try {
+        await fn(items[i], i);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  });
+  await Promise.all(workers);
+  if (failed !== undefined) throw failed instanceof Error ? failed : new Error(errorMessage(failed));
+}
+
+/**
+ * Downloads a blob into the content store. A failed body (short, reset, wrong digest) is retried on the same
+ * endpoint, then the next one (mirrors before the upstream); nothing unverified is ever committed.
+ */
+async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, size: number, onBytes?: (n: number) => void): Promise<void> {
+  let lastErr: unknown;
+  for (const ep of client.endpointsFor('blobs')) {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await job.content.ensure(digest, size, async () => (await client.fetchFrom(ep, client.url(ep, 'blobs', digest), {})).body, onBytes);
+        return;
+      } catch (err) {
+        lastErr = err;
+        // a registry that does not have the blob, or refuses us, will not change its mind on a retry
+        if (err instanceof SkiffError && err.kind !== 'unavailable') break;
+      }
+    }
+  }
+  throw lastErr instanceof Error ? lastErr : new Error(String(lastErr));
+}
+
+export async function pullImage(job: PullJob): Promise<PulledImage> {
+  const client = new RegistryClient(job.session, job.source.registry, job.source.repository, job.endpoints, job.credentials);
+  const wantRef = job.source.digest ?? job.source.tag ?? 'latest';
+  let m = await fetchManifestBytes(client, wantRef);
+  const topDigest = m.digest;
+  const manifestDigests: string[] = [];
+  let parsed = parseManifest(m.data, m.contentType);
+  for (let depth = 0; parsed.kind === 'index'; depth++) {
+    if (depth >= MAX_INDEX_DEPTH) throw invalidArgument('image index nesting is too deep');
+    await job.content.put(m.digest, m.data);
+    manifestDigests.push(m.digest);
+    const entry = choosePlatform(parsed, job.platform ?? hostPlatform());
+    m = await fetchManifestBytes(client, entry.digest);
+    parsed = parseManifest(m.data, m.contentType);
+  }
+  const manifest: ImageManifest = parsed;
+  await job.content.put(m.digest, m.data);
+  manifestDigests.push(m.digest);
+
+  if (manifest.config.size > MAX_CONFIG_BYTES) throw invalidArgument(`image config is ${manifest.config.size} bytes, over the ${MAX_CONFIG_BYTES} limit`);
+  await fetchBlob(job, client, manifest.config.digest, manifest.config.size);
+  const config = parseConfig(await job.content.read(manifest.config.digest));
+  const diffIds = config.rootfs!.diff_ids;
+  if (diffIds.length !== manifest.layers.length) {
+    throw invalidArgument(`image config lists ${diffIds.length} layers, the manifest ${manifest.layers.length}`);
+  }
+  const chainIds = computeChainIds(diffIds);
+  const progress = job.progress;
+  if (progress) progress.layers = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, downloaded: 0, state: 'waiting' }));
+
+  await mapLimit(manifest.layers, PARALLEL_LAYERS, async (layer, i) => {
+    const p = progress?.layers[i];
+    if (job.snapshots.get(chainIds[i])) {
+      if (p) p.state = 'exists';
+      return;
+    }
+    if (p) p.state = 'downloading';
+    await fetchBlob(job, client, layer.digest, layer.size, p ? (n) => (p.downloaded += n) : undefined);
+    if (p) p.state = 'unpacking';
+    // every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
+    // overlay stacks them (rootfs.ts), where it is strict.
+    const snap = await job.snapshots.ensure(chainIds[i], async (fsDir) => {
+      const res = await unpackLayer(createReadStream(job.content.path(layer.digest)), fsDir, diffIds[i]);
+      if (res.skippedDevices.length) job.log.warn({ layer: layer.digest, devices: res.skippedDevices.slice(0, 20) }, 'device nodes could not be created; skipped');
+      return res;
+    });
+    if (p) {
+      p.state = 'done';
+      p.downloaded = layer.size;
+    }
+    void snap;
+  });
+
+  const size = manifest.config.size + manifest.layers.reduce((a, l) => a + l.size, 0);
+  return {
+    id: manifest.config.digest,
+    topDigest,
+    manifestDigests,
+    layers: manifest.layers,
+    diffIds,
+    chainIds,
+    size,
+    config,
+  };
+}

@@ -1,0 +1,134 @@
+// Layer unpacking against a hostile corpus built with tar-stream: every escape attempt must leave nothing
+// outside the layer directory. Runs as root (device nodes, overlay whiteouts).
+import { describe, it, expect, beforeEach, afterEach } from 'vitest';
+import { mkdtemp, mkdir, readdir, readFile, lstat, readlink, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { spawnSync } from 'node:child_process';
+import { unpackLayer, cleanPath } from '../../src/image/unpack.js';
+import { tarOf, layerFromTar, type LayerEntry, type Compression } from '../helpers/images.js';
+
+let base: string;
+let dest: string;
+let outside: string;
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), 'skiff-unpack-'));
+  dest = join(base, 'layer', 'fs');
+  outside = join(base, 'outside');
+  await mkdir(dest, { recursive: true });
+  await mkdir(outside);
+});
+afterEach(async () => {
+  await rm(base, { recursive: true, force: true });
+});
+
+async function apply(entries: LayerEntry[], compression: Compression = 'none') {
+  const tar = await tarOf(entries);
+  const l = layerFromTar(tar, compression);
+  return unpackLayer(Readable.from([l.data]), dest, l.diffId);
+}
+
+async function everythingUnder(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).sort();
+}
+
+describe('cleanPath', () => {
+  it('roots names at the layer', () => {
+    expect(cleanPath('../../etc/passwd')).toEqual(['etc', 'passwd']);
+    expect(cleanPath('/abs/x')).toEqual(['abs', 'x']);
+    expect(cleanPath('./a/./b/../c')).toEqual(['a', 'c']);
+    expect(cleanPath('./')).toEqual([]);
+  });
+});
+
+describe('unpackLayer', () => {
+  it.each(['none', 'gzip', 'zstd'] as const)('unpacks %s layers with modes, owners, mtimes, links and xattrs', async (c) => {
+    const mtime = new Date(1_600_000_000_000);
+    const res = await apply(
+      [
+        { name: 'dir/', type: 'directory', mode: 0o750, uid: 12, gid: 34, mtime },
+        { name: 'dir/file', content: 'hello', mode: 0o4755, uid: 1000, gid: 1000, mtime, pax: { 'SCHILY.xattr.user.test': 'v1' } },
+        { name: 'dir/hard', type: 'link', linkname: 'dir/file' },
+        { name: 'dir/sym', type: 'symlink', linkname: '/etc/passwd' },
+        { name: 'deep/no/parents/file', content: 'x' },
+        { name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
+        { name: 'fifo', type: 'fifo', mode: 0o600 },
+      ],
+      c,
+    );
+    expect(res.size).toBe(6);
+    const st = await lstat(join(dest, 'dir/file'));
+    expect(st.mode & 0o7777).toBe(0o4755);
+    expect([st.uid, st.gid]).toEqual([1000, 1000]);
+    expect(st.mtimeMs).toBe(mtime.getTime());
+    expect(st.nlink).toBe(2);
+    const d = await lstat(join(dest, 'dir'));
+    expect(d.mode & 0o7777).toBe(0o750);
+    expect(d.mtimeMs).toBe(mtime.getTime());
+    expect(await readlink(join(dest, 'dir/sym'))).toBe('/etc/passwd');
+    expect((await lstat(join(dest, 'deep/no/parents'))).isDirectory()).toBe(true);
+    expect((await lstat(join(dest, 'dev/null'))).isCharacterDevice()).toBe(true);
+    expect((await lstat(join(dest, 'fifo'))).isFIFO()).toBe(true);
+    const x = spawnSync('getfattr', ['-n', 'user.test', '--only-values', join(dest, 'dir/file')], { encoding: 'utf8' });
+    expect(x.stdout).toBe('v1');
+  });
+
+  it('converts OCI whiteouts into overlay whiteouts and opaque dirs', async () => {
+    await apply([
+      { name: 'etc/', type: 'directory' },
+      { name: 'etc/.wh.gone', content: '' },
+      { name: 'opaque/', type: 'directory' },
+      { name: 'opaque/.wh..wh..opq', content: '' },
+      { name: 'opaque/new', content: 'n' },
+      { name: 'recreated/.wh.x', content: '' },
+      { name: 'recreated/x', content: 'back' },
+    ]);
+    const w = await lstat(join(dest, 'etc/gone'));
+    expect(w.isCharacterDevice()).toBe(true);
+    expect(w.rdev).toBe(0);
+    const x = spawnSync('getfattr', ['-n', 'trusted.overlay.opaque', '--only-values', join(dest, 'opaque')], { encoding: 'utf8' });
+    expect(x.stdout).toBe('y');
+    expect(await readFile(join(dest, 'recreated/x'), 'utf8')).toBe('back');
+    expect(await everythingUnder(dest)).not.toContain('etc/.wh.gone');
+  });
+
+  it('never writes outside the layer directory', async () => {
+    // a symlink to the outside, then entries trying to go through it
+    const hostile: LayerEntry[] = [
+      { name: '../../outside/dotdot', content: 'a' },
+      { name: '/abs-outside', content: 'b' },
+      { name: 'escape', type: 'symlink', linkname: outside },
+      { name: 'rel-escape', type: 'symlink', linkname: '../../outside' },
+    ];
+    await apply(hostile);
+    for (const through of ['escape/through-abs', 'rel-escape/through-rel']) {
+      await expect(apply([{ name: 'escape', type: 'symlink', linkname: outside }, { name: 'rel-escape', type: 'symlink', linkname: '../../outside' }, { name: through, content: 'c' }])).rejects.toThrow(/symlink/);
+    }
+    await expect(apply([{ name: 'h', type: 'link', linkname: '../../outside/target' }])).rejects.toThrow(/not in this layer/);
+    await expect(apply([{ name: 'h2', type: 'link', linkname: '/etc/passwd' }])).rejects.toThrow(/not in this layer/);
+    // a hardlink through a symlinked dir of this layer
+    await expect(apply([{ name: 'esc', type: 'symlink', linkname: '/etc' }, { name: 'h3', type: 'link', linkname: 'esc/passwd' }])).rejects.toThrow(/symlink/);
+    // a whiteout through a symlink
+    await expect(apply([{ name: 'esc2', type: 'symlink', linkname: outside }, { name: 'esc2/.wh.victim', content: '' }])).rejects.toThrow(/symlink/);
+    expect(await everythingUnder(outside)).toEqual([]);
+    expect(await everythingUnder(join(base, 'layer'))).toEqual(expect.arrayContaining(['fs', 'fs/outside', 'fs/outside/dotdot', 'fs/abs-outside']));
+    expect(await readdir(base)).toEqual(['layer', 'outside']);
+    // /etc/passwd of the host untouched
+    expect((await stat('/etc/passwd')).isFile()).toBe(true);
+  });
+
+  it('ignores overlay xattrs smuggled in pax headers', async () => {
+    await apply([{ name: 'd/', type: 'directory', pax: { 'SCHILY.xattr.trusted.overlay.opaque': 'y' } }]);
+    const x = spawnSync('getfattr', ['-n', 'trusted.overlay.opaque', join(dest, 'd')], { encoding: 'utf8' });
+    expect(x.status).not.toBe(0);
+  });
+
+  it('fails on a diff_id mismatch and on garbage', async () => {
+    const tar = await tarOf([{ name: 'a', content: 'a' }]);
+    const l = layerFromTar(tar, 'gzip');
+    await expect(unpackLayer(Readable.from([l.data]), dest, 'sha256:' + '0'.repeat(64))).rejects.toThrow(/diff_id/);
+    await expect(unpackLayer(Readable.from([Buffer.from('\x1f\x8bgarbage garbage')]), dest)).rejects.toThrow();
+    await expect(unpackLayer(Readable.from([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3])]), dest)).rejects.toThrow(/zstd/);
+  });
+});
