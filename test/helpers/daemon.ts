@@ -5,6 +5,7 @@ import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect, runtimeCall, type CriClient } from '../../src/cli/client.js';
+import { mountsUnder, unmountAll } from '../../src/sandbox/mounts.js';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 export const SKIFF_BIN = join(REPO_ROOT, 'bin/skiff');
@@ -36,6 +37,17 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Don't wait for the socket (for start-up failure tests). */
   noWait?: boolean;
+}
+
+/** Removes a scratch dir after unmounting whatever a daemon left mounted below it (deepest first). */
+export async function removeScratchDir(dir: string): Promise<void> {
+  await unmountBelow(dir);
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** A daemon keeps its pod dir a private mount of its own (src/sandbox): rm cannot cross it. */
+async function unmountBelow(dir: string): Promise<void> {
+  for (const m of (await mountsUnder(dir)).reverse()) await unmountAll(m);
 }
 
 export async function makeScratchDir(prefix = 'skiff-test-'): Promise<string> {
@@ -79,6 +91,7 @@ export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> 
     async cleanup() {
       client.close();
       await d.stop();
+      await unmountBelow(dir);
       if (!opts.dir) await rm(dir, { recursive: true, force: true });
     },
   };

@@ -1,14 +1,14 @@
 // Container root filesystems from image snapshots: the images subsystem used in-process as the containers
 // code uses it (ctx.images), with a real registry and real overlay mounts (root).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readFile, readdir, rm, writeFile, lstat } from 'node:fs/promises';
+import { readFile, readdir, writeFile, lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageService } from '../../src/image/images.js';
 import { RuntimeHandlers } from '../../src/oci/runtime-handlers.js';
 import { configFromToml } from '../../src/config/config.js';
 import { createLogger } from '../../src/log.js';
 import { isMounted } from '../../src/image/rootfs.js';
-import { makeScratchDir } from '../helpers/daemon.js';
+import { makeScratchDir, removeScratchDir } from '../helpers/daemon.js';
 import { startRegistry, pushImage, pushBusybox, type TestRegistry } from '../helpers/registry.js';
 import { image, layer, type Layer } from '../helpers/images.js';
 
@@ -26,7 +26,7 @@ afterAll(async () => {
   for (const c of await svc.rootfs.all()) await svc.removeRootfs(c.containerId);
   await svc.close();
   await reg.stop();
-  await rm(dir, { recursive: true, force: true });
+  await removeScratchDir(dir);
 });
 
 describe('prepareRootfs / removeRootfs', () => {
