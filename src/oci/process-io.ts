@@ -88,7 +88,7 @@ function runInPty(file: string, args: readonly string[], io: CommandIo, opts: Pr
       term = pty.spawn(file, [...args], {
         cols: 80,
         rows: 24,
-        env: (opts.env ?? process.env) as Record<string, string>,
+        env: (opts.env ?? process.env),
         name: 'xterm',
       });
     } catch (err) {

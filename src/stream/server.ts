@@ -130,7 +130,7 @@ export class StreamingServer {
       rawResponse(socket, 404, 'not found\n');
       return;
     }
-    const parked = this.tokens.consume(m[2]!);
+    const parked = this.tokens.consume(m[2]);
     if (!parked || parked.kind !== m[1]) {
       rawResponse(socket, 404, 'unknown or expired streaming token: call Exec, Attach or PortForward again\n');
       return;

@@ -41,7 +41,7 @@ export class ChannelSocket {
       const text = buf.toString('latin1');
       return { channel: text.charCodeAt(0) - 48, data: Buffer.from(text.slice(1), 'base64') };
     }
-    return { channel: buf[0]!, data: buf.subarray(1) };
+    return { channel: buf[0], data: buf.subarray(1) };
   }
 
   /** A Writable that sends each chunk on `channel`, completing when the socket has taken it. */

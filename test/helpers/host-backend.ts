@@ -7,7 +7,7 @@ import { runProcessWithIo } from '../../src/oci/process-io.js';
 export function hostBackends(): StreamingBackends {
   return {
     exec: {
-      exec: (req, io) => runProcessWithIo(req.cmd[0]!, req.cmd.slice(1), io, { tty: req.tty }),
+      exec: (req, io) => runProcessWithIo(req.cmd[0], req.cmd.slice(1), io, { tty: req.tty }),
     },
     attach: {
       attach: async () => {

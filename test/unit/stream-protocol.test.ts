@@ -4,7 +4,7 @@ import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
 import { inflateSync, createDeflate, constants as zc } from 'node:zlib';
 import { SPDY3_DICTIONARY } from '../../src/stream/spdy/dictionary.js';
-import { HeaderCompressor, HeaderDecompressor, decodeHeaderBlock, encodeHeaderBlock } from '../../src/stream/spdy/headers.js';
+import { HeaderCompressor, HeaderDecompressor, MAX_HEADER_BLOCK_BYTES, decodeHeaderBlock, encodeHeaderBlock } from '../../src/stream/spdy/headers.js';
 import { FrameReader, synStreamFrame, dataFrameHeader, FLAG_FIN, FrameType } from '../../src/stream/spdy/frames.js';
 import { ResizeDecoder, exitStatus, parseErrorStream, negotiate, headerList } from '../../src/stream/protocol.js';
 import { errorStreamPayload } from '../../src/stream/remotecommand.js';
@@ -44,6 +44,26 @@ describe('SPDY/3 header blocks', () => {
     d.close();
   });
 
+  it('fails (rather than hangs) on a corrupt zlib stream', async () => {
+    // Found in review: zlib never calls the flush callback after an error, so decompress() waited forever.
+    const d = new HeaderDecompressor();
+    const t0 = Date.now();
+    await expect(d.decompress(Buffer.from('garbage!'))).rejects.toThrow(/decompression failed/);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    d.close();
+  });
+
+  it('refuses a header block that inflates past the limit', async () => {
+    const deflate = createDeflate({ dictionary: SPDY3_DICTIONARY });
+    const out: Buffer[] = [];
+    deflate.on('data', (b: Buffer) => out.push(b));
+    deflate.write(encodeHeaderBlock({ x: ['a'.repeat(MAX_HEADER_BLOCK_BYTES + 1)] }));
+    await new Promise<void>((r) => deflate.flush(zc.Z_SYNC_FLUSH, () => r()));
+    const d = new HeaderDecompressor();
+    await expect(d.decompress(Buffer.concat(out))).rejects.toThrow(/larger than/);
+    d.close();
+  });
+
   it('rejects a truncated header block', () => {
     const block = encodeHeaderBlock({ streamtype: ['error'] });
     expect(() => decodeHeaderBlock(block.subarray(0, block.length - 2))).toThrow(/malformed/);
@@ -62,7 +82,7 @@ describe('SPDY/3 frames', () => {
     expect(frames).toHaveLength(2);
     expect(frames[0]).toMatchObject({ control: true, type: FrameType.SYN_STREAM, flags: FLAG_FIN });
     expect(frames[1]).toMatchObject({ control: false, streamId: 1, flags: 0 });
-    expect(frames[1]!.payload.toString()).toBe('hello');
+    expect(frames[1].payload.toString()).toBe('hello');
   });
 
   it('refuses a frame of another SPDY version', () => {

@@ -97,7 +97,7 @@ export class FrameReader {
       if (this.pendingBytes < 8 + length) break;
       const whole = this.take(8 + length);
       const first = whole.readUInt32BE(0);
-      const flags = whole[4]!;
+      const flags = whole[4];
       const payload = whole.subarray(8);
       if (first & 0x80000000) {
         const version = (first >>> 16) & 0x7fff;
@@ -111,15 +111,15 @@ export class FrameReader {
   }
 
   private peek(n: number): Buffer {
-    if (this.pending[0]!.length >= n) return this.pending[0]!.subarray(0, n);
+    if (this.pending[0].length >= n) return this.pending[0].subarray(0, n);
     const all = Buffer.concat(this.pending);
     this.pending = [all];
     return all.subarray(0, n);
   }
 
   private take(n: number): Buffer {
-    if (this.pending[0]!.length < n) this.pending = [Buffer.concat(this.pending)];
-    const first = this.pending[0]!;
+    if (this.pending[0].length < n) this.pending = [Buffer.concat(this.pending)];
+    const first = this.pending[0];
     const out = first.subarray(0, n);
     if (first.length === n) this.pending.shift();
     else this.pending[0] = first.subarray(n);

@@ -9,6 +9,9 @@
 import { createInflate, constants as zlibConstants, type Inflate } from 'node:zlib';
 import { SPDY3_DICTIONARY } from './dictionary.js';
 
+/** Kubernetes streams carry a few short headers; anything near this is an attack or a bug. */
+export const MAX_HEADER_BLOCK_BYTES = 256 * 1024;
+
 /** Header names are lowercase on the wire; several values of one name are joined by NUL. */
 export type HeaderBlock = Record<string, string[]>;
 
@@ -23,7 +26,7 @@ function adler32(data: Buffer): number {
   let a = 1;
   let b = 0;
   for (let i = 0; i < data.length; i++) {
-    a = (a + data[i]!) % 65521;
+    a = (a + data[i]) % 65521;
     b = (b + a) % 65521;
   }
   return ((b << 16) | a) >>> 0;
@@ -107,11 +110,21 @@ export class HeaderCompressor {
 export class HeaderDecompressor {
   private readonly inflate: Inflate;
   private output: Buffer[] = [];
+  private outputBytes = 0;
   private failure: Error | undefined;
 
   constructor() {
     this.inflate = createInflate({ dictionary: SPDY3_DICTIONARY });
-    this.inflate.on('data', (b: Buffer) => this.output.push(b));
+    this.inflate.on('data', (b: Buffer) => {
+      this.outputBytes += b.length;
+      // A tiny compressed block can inflate to gigabytes: refuse absurd header blocks.
+      if (this.outputBytes > MAX_HEADER_BLOCK_BYTES) {
+        this.failure ??= new Error(`header block larger than ${MAX_HEADER_BLOCK_BYTES} bytes`);
+        this.output = [];
+        return;
+      }
+      this.output.push(b);
+    });
     this.inflate.on('error', (err: Error) => {
       this.failure = err;
     });
@@ -119,11 +132,20 @@ export class HeaderDecompressor {
 
   async decompress(block: Buffer): Promise<HeaderBlock> {
     if (this.failure) throw new ProtocolError(`header decompression failed: ${this.failure.message}`);
-    this.inflate.write(block);
-    await new Promise<void>((resolve) => this.inflate.flush(zlibConstants.Z_SYNC_FLUSH, () => resolve()));
+    // After a zlib error the flush callback never fires: wait for whichever comes first.
+    await new Promise<void>((resolve) => {
+      const onError = (): void => resolve();
+      this.inflate.once('error', onError);
+      this.inflate.write(block);
+      this.inflate.flush(zlibConstants.Z_SYNC_FLUSH, () => {
+        this.inflate.off('error', onError);
+        resolve();
+      });
+    });
     if (this.failure) throw new ProtocolError(`header decompression failed: ${(this.failure as Error).message}`);
     const plain = Buffer.concat(this.output);
     this.output = [];
+    this.outputBytes = 0;
     return decodeHeaderBlock(plain);
   }
 
