@@ -6,6 +6,7 @@ import { registerDaemon } from './commands/daemon.js';
 import { registerRuntimeInfo } from './commands/runtime-info.js';
 import { registerImages } from './commands/images.js';
 import { registerStats } from './commands/stats.js';
+import { registerStreaming } from './commands/stream.js';
 import { SKIFF_VERSION } from '../version.js';
 import { errorMessage } from '../errors.js';
 
@@ -34,6 +35,7 @@ export async function main(argv: string[]): Promise<number> {
   registerRuntimeInfo(program, cli);
   registerImages(program, cli);
   registerStats(program, cli);
+  registerStreaming(program, cli);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -6,6 +6,7 @@ import { imageService } from './image-service.js';
 import { podService } from './pod-service.js';
 import { eventsService } from './events-service.js';
 import { statsService } from './stats-service.js';
+import { streamService } from './stream-service.js';
 
 export function criHandlers(ctx: DaemonContext): CriHandlers {
   return mergeHandlers([
@@ -14,5 +15,6 @@ export function criHandlers(ctx: DaemonContext): CriHandlers {
     podService(ctx),
     eventsService(ctx),
     statsService(ctx),
+    streamService(ctx),
   ]);
 }

@@ -11,6 +11,7 @@ import type { ContainerEventFeed } from '../events/container-events.js';
 import type { StatsService } from '../stats/service.js';
 import type { CdiRegistry } from '../cdi/registry.js';
 import type { IdmapDetector } from '../oci/idmap.js';
+import type { StreamingServer } from '../stream/server.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
@@ -30,6 +31,8 @@ export interface DaemonContext {
   cdi: CdiRegistry;
   /** Whether each runtime handler can do idmapped mounts. */
   idmap: IdmapDetector;
+  /** The exec/attach/port-forward HTTP server: rpcs park requests there and return its URLs. */
+  streaming: StreamingServer;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

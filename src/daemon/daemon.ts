@@ -15,6 +15,7 @@ import { ContainerEventFeed } from '../events/container-events.js';
 import { StatsService } from '../stats/service.js';
 import { CdiRegistry } from '../cdi/registry.js';
 import { IdmapDetector } from '../oci/idmap.js';
+import { startStreaming } from './streaming.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -41,6 +42,9 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   const events = new EventBus();
   const containerEvents = new ContainerEventFeed(events, (err, e) => log.warn({ err, container: e.containerId }, 'event status lookup failed'));
   closers.push(() => containerEvents.close());
+  // The backends look pods/containers up per request, when ctx exists.
+  const streaming = await startStreaming(config, log, () => ctx);
+  closers.push(() => streaming.close());
   const ctx: DaemonContext = {
     config,
     log,
@@ -53,6 +57,7 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     stats: new StatsService({ cgroupDriver: config.cgroupDriver }),
     cdi: new CdiRegistry(config.cdi.specDirs),
     idmap: new IdmapDetector(),
+    streaming: streaming.server,
     onShutdown: (fn) => closers.push(fn),
   };
   return { ctx, closers };

@@ -17,20 +17,32 @@ function ipt(args: string[]): boolean {
   }
 }
 
+/** Another helper's area: its /16 (e.g. '10.91'), bridge/network name prefix and guard chain. */
+export interface NetArea {
+  /** first two octets of the /16 */
+  base: string;
+  prefix: string;
+  guardChain: string;
+}
+const PODS_AREA: NetArea = { base: '10.89', prefix: 'skpod', guardChain: GUARD_CHAIN };
+
 /** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet. */
-export function installGuard(): void {
-  if (!ipt(['-n', '-L', GUARD_CHAIN])) ipt(['-N', GUARD_CHAIN]);
-  ipt(['-F', GUARD_CHAIN]);
-  ipt(['-A', GUARD_CHAIN, '-s', SUBNET, '!', '-d', SUBNET, '-j', 'DROP']);
-  if (!ipt(['-C', 'FORWARD', '-j', GUARD_CHAIN])) ipt(['-I', 'FORWARD', '-j', GUARD_CHAIN]);
+export function installGuard(area: NetArea = PODS_AREA): void {
+  const chain = area.guardChain;
+  const subnet = area === PODS_AREA ? SUBNET : `${area.base}.0.0/16`;
+  if (!ipt(['-n', '-L', chain])) ipt(['-N', chain]);
+  ipt(['-F', chain]);
+  ipt(['-A', chain, '-s', subnet, '!', '-d', subnet, '-j', 'DROP']);
+  if (!ipt(['-C', 'FORWARD', '-j', chain])) ipt(['-I', 'FORWARD', '-j', chain]);
 }
 
-export function removeGuard(): void {
-  while (ipt(['-D', 'FORWARD', '-j', GUARD_CHAIN])) {
+export function removeGuard(area: NetArea = PODS_AREA): void {
+  const chain = area.guardChain;
+  while (ipt(['-D', 'FORWARD', '-j', chain])) {
     // remove every jump
   }
-  ipt(['-F', GUARD_CHAIN]);
-  ipt(['-X', GUARD_CHAIN]);
+  ipt(['-F', chain]);
+  ipt(['-X', chain]);
 }
 
 export interface TestNetwork {
@@ -44,13 +56,17 @@ export interface TestNetwork {
 let counter = Math.floor(Math.random() * 200);
 
 /** Writes a conflist (bridge + host-local [+ portmap]) into `<dir>/net.d`. */
-export async function makeNetwork(dir: string, opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[] } = {}): Promise<TestNetwork> {
+export async function makeNetwork(
+  dir: string,
+  opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[]; area?: NetArea } = {},
+): Promise<TestNetwork> {
   const tag = randomBytes(3).toString('hex');
   counter = (counter + 1) % 250;
+  const area = opts.area ?? PODS_AREA;
   const net: TestNetwork = {
-    name: `skpod-${tag}`,
-    bridge: `skpod${tag}`,
-    subnet: `10.89.${counter}.0/24`,
+    name: `${area.prefix}-${tag}`,
+    bridge: `${area.prefix}${tag}`,
+    subnet: `${area.base}.${counter}.0/24`,
     confDir: join(dir, 'net.d'),
     leaseDir: join(dir, 'leases'),
   };
@@ -62,7 +78,12 @@ export async function makeNetwork(dir: string, opts: { portmap?: boolean; cniVer
       isGateway: true,
       ipMasq: false,
       hairpinMode: true,
-      ipam: { type: 'host-local', dataDir: net.leaseDir, ranges: [[{ subnet: net.subnet }]], routes: [{ dst: SUBNET }] },
+      ipam: {
+        type: 'host-local',
+        dataDir: net.leaseDir,
+        ranges: [[{ subnet: net.subnet }]],
+        routes: [{ dst: area === PODS_AREA ? SUBNET : `${area.base}.0.0/16` }],
+      },
     },
   ];
   if (opts.portmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
