@@ -7,6 +7,7 @@ import { podService } from './pod-service.js';
 import { eventsService } from './events-service.js';
 import { statsService } from './stats-service.js';
 import { streamService } from './stream-service.js';
+import { containerService } from './container-service.js';
 
 export function criHandlers(ctx: DaemonContext): CriHandlers {
   return mergeHandlers([
@@ -16,5 +17,6 @@ export function criHandlers(ctx: DaemonContext): CriHandlers {
     eventsService(ctx),
     statsService(ctx),
     streamService(ctx),
+    containerService(ctx),
   ]);
 }

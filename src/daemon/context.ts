@@ -11,6 +11,7 @@ import type { ContainerEventFeed } from '../events/container-events.js';
 import type { StatsService } from '../stats/service.js';
 import type { CdiRegistry } from '../cdi/registry.js';
 import type { IdmapDetector } from '../oci/idmap.js';
+import type { ContainerManager } from '../containers/manager.js';
 import type { StreamingServer } from '../stream/server.js';
 
 export interface DaemonContext {
@@ -31,6 +32,8 @@ export interface DaemonContext {
   cdi: CdiRegistry;
   /** Whether each runtime handler can do idmapped mounts. */
   idmap: IdmapDetector;
+  /** containers: lifecycle, exec, logs, exit watching and restart recovery (src/containers) */
+  containers: ContainerManager;
   /** The exec/attach/port-forward HTTP server: rpcs park requests there and return its URLs. */
   streaming: StreamingServer;
   /** Closed on shutdown, in reverse order of registration. */

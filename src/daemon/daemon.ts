@@ -15,6 +15,10 @@ import { ContainerEventFeed } from '../events/container-events.js';
 import { StatsService } from '../stats/service.js';
 import { CdiRegistry } from '../cdi/registry.js';
 import { IdmapDetector } from '../oci/idmap.js';
+import { ContainerManager } from '../containers/manager.js';
+import { ConmonDriver } from '../oci/conmon-driver.js';
+import { podSandboxStatus } from '../cri/pod-service.js';
+import { join } from 'node:path';
 import { startStreaming } from './streaming.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
@@ -42,6 +46,21 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   const events = new EventBus();
   const containerEvents = new ContainerEventFeed(events, (err, e) => log.warn({ err, container: e.containerId }, 'event status lookup failed'));
   closers.push(() => containerEvents.close());
+  const pods = await PodManager.open(config, handlers, log);
+  const driver = new ConmonDriver(handlers, {
+    conmonPath: config.conmonPath,
+    exitDir: join(config.state, 'exits'),
+    socketDir: join(config.state, 'attach'),
+    cgroupDriver: config.cgroupDriver,
+  });
+  const containers = await ContainerManager.open({ config, log, images, pods, events, driver });
+  closers.push(() => containers.close());
+  containerEvents.setProvider({
+    podStatusSnapshot: (podId) => {
+      const pod = pods.find(podId);
+      return pod ? { status: podSandboxStatus(pod), containers: containers.statuses(pod) } : undefined;
+    },
+  });
   // The backends look pods/containers up per request, when ctx exists.
   const streaming = await startStreaming(config, log, () => ctx);
   closers.push(() => streaming.close());
@@ -52,7 +71,8 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     images,
     network,
     events,
-    pods: await PodManager.open(config, handlers, log),
+    pods,
+    containers,
     containerEvents,
     stats: new StatsService({ cgroupDriver: config.cgroupDriver }),
     cdi: new CdiRegistry(config.cdi.specDirs),
@@ -60,6 +80,7 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     streaming: streaming.server,
     onShutdown: (fn) => closers.push(fn),
   };
+  ctx.stats.setRecords({ pods: () => pods.list(), containers: () => containers.all() });
   return { ctx, closers };
 }
 

@@ -17,27 +17,15 @@ function ipt(args: string[]): boolean {
   }
 }
 
-/** Another helper's area: its /16 (e.g. '10.91'), bridge/network name prefix and guard chain. */
-export interface NetArea {
-  /** first two octets of the /16 */
-  base: string;
-  prefix: string;
-  guardChain: string;
-}
-const PODS_AREA: NetArea = { base: '10.89', prefix: 'skpod', guardChain: GUARD_CHAIN };
-
 /** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet. */
-export function installGuard(area: NetArea = PODS_AREA): void {
-  const chain = area.guardChain;
-  const subnet = area === PODS_AREA ? SUBNET : `${area.base}.0.0/16`;
+export function installGuard(chain = GUARD_CHAIN, subnet = SUBNET): void {
   if (!ipt(['-n', '-L', chain])) ipt(['-N', chain]);
   ipt(['-F', chain]);
   ipt(['-A', chain, '-s', subnet, '!', '-d', subnet, '-j', 'DROP']);
   if (!ipt(['-C', 'FORWARD', '-j', chain])) ipt(['-I', 'FORWARD', '-j', chain]);
 }
 
-export function removeGuard(area: NetArea = PODS_AREA): void {
-  const chain = area.guardChain;
+export function removeGuard(chain = GUARD_CHAIN): void {
   while (ipt(['-D', 'FORWARD', '-j', chain])) {
     // remove every jump
   }
@@ -58,15 +46,16 @@ let counter = Math.floor(Math.random() * 200);
 /** Writes a conflist (bridge + host-local [+ portmap]) into `<dir>/net.d`. */
 export async function makeNetwork(
   dir: string,
-  opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[]; area?: NetArea } = {},
+  opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[]; /** e.g. "skoci" */ prefix?: string; /** e.g. "10.90" (a /16) */ net16?: string } = {},
 ): Promise<TestNetwork> {
   const tag = randomBytes(3).toString('hex');
   counter = (counter + 1) % 250;
-  const area = opts.area ?? PODS_AREA;
+  const prefix = opts.prefix ?? 'skpod';
+  const net16 = opts.net16 ?? '10.89';
   const net: TestNetwork = {
-    name: `${area.prefix}-${tag}`,
-    bridge: `${area.prefix}${tag}`,
-    subnet: `${area.base}.${counter}.0/24`,
+    name: `${prefix}-${tag}`,
+    bridge: `${prefix}${tag}`,
+    subnet: `${net16}.${counter}.0/24`,
     confDir: join(dir, 'net.d'),
     leaseDir: join(dir, 'leases'),
   };
@@ -78,17 +67,12 @@ export async function makeNetwork(
       isGateway: true,
       ipMasq: false,
       hairpinMode: true,
-      ipam: {
-        type: 'host-local',
-        dataDir: net.leaseDir,
-        ranges: [[{ subnet: net.subnet }]],
-        routes: [{ dst: area === PODS_AREA ? SUBNET : `${area.base}.0.0/16` }],
-      },
+      ipam: { type: 'host-local', dataDir: net.leaseDir, ranges: [[{ subnet: net.subnet }]], routes: [{ dst: `${net16}.0.0/16` }] },
     },
   ];
   if (opts.portmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
   plugins.push(...(opts.extraPlugins ?? []));
-  await writeFile(join(net.confDir, '10-skpod.conflist'), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
+  await writeFile(join(net.confDir, `10-${prefix}.conflist`), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
   return net;
 }
 
