@@ -1,10 +1,11 @@
 // Builds the streaming server's backends from the daemon's subsystems: port-forward dials into the pod's
-// network namespace (src/net/netns-dialer.ts); exec and attach go to the container's runtime (src/oci).
+// network namespace (src/net/netns-dialer.ts); exec and attach go to the container manager, which runs
+// them through the runtime driver (src/oci).
 import { join } from 'node:path';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { DaemonContext } from './context.js';
-import { failedPrecondition, unimplemented } from '../errors.js';
+import { failedPrecondition } from '../errors.js';
 import { NetnsDialer } from '../net/netns-dialer.js';
 import { StreamingServer } from '../stream/server.js';
 import type { StreamingBackends } from '../stream/backend.js';
@@ -19,10 +20,10 @@ export async function startStreaming(
   const dialer = new NetnsDialer(join(config.state, 'pf'), log.child({ part: 'port-forward' }));
   const backends: StreamingBackends = {
     exec: {
-      exec: () => Promise.reject(unimplemented('exec is not available yet')),
+      exec: (req, io) => ctx().containers.execStreaming(req.containerId, req.cmd, req.tty, io),
     },
     attach: {
-      attach: () => Promise.reject(unimplemented('attach is not available yet')),
+      attach: (req, io) => ctx().containers.attach(req.containerId, io),
     },
     portForward: {
       dial: (podId, port, signal) => {

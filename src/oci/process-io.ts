@@ -12,12 +12,18 @@ import type { CommandIo } from '../stream/backend.js';
 
 /** After exit, output still in the pipe is drained for at most this long. */
 const DRAIN_AFTER_EXIT_MS = 1000;
+/** After a pty's process exited, output is awaited until it has been quiet this long. */
+const PTY_QUIET_MS = 50;
+/** Printed by the raw-terminal wrapper once the terminal is raw (see runInPty). */
+const RAW_MARKER = 'skiff:pty-raw:';
 /** End of transmission: what a terminal sends for Ctrl-D, i.e. EOF for the program reading the tty. */
 const EOT = '\x04';
 
 export interface ProcessIoOptions {
   tty: boolean;
   env?: NodeJS.ProcessEnv;
+  /** With tty: the program relays this terminal to one of its own (runc/crun exec -t): start it raw. */
+  rawTerminal?: boolean;
   /** Called when the client goes away, before the process itself is killed (e.g. kill the exec'd pid). */
   onAbort?: () => void;
 }
@@ -85,18 +91,42 @@ function runInPty(file: string, args: readonly string[], io: CommandIo, opts: Pr
   return new Promise((resolve, reject) => {
     let term: pty.IPty;
     try {
-      term = pty.spawn(file, [...args], {
-        cols: 80,
-        rows: 24,
-        env: (opts.env ?? process.env),
+      const size = io.resize.last;
+      // A program that relays its terminal to another (runc -t) sets it raw itself, but only once it runs:
+      // bytes typed before that would be echoed and line-edited (an early ^D even swallowed as our EOF).
+      // So a shell makes it raw first and says so with a marker; stdin waits for the marker.
+      const [cmd, argv] = opts.rawTerminal
+        ? ['/bin/sh', ['-c', `stty raw -echo 2>/dev/null; printf '%s' '${RAW_MARKER}'; exec "$@"`, 'sh', file, ...args]]
+        : [file, [...args]];
+      term = pty.spawn(cmd, argv, {
+        cols: size?.width || 80,
+        rows: size?.height || 24,
+        env: opts.env ?? process.env,
         name: 'xterm',
+        // Bytes in and out, untouched: the program's output need not be UTF-8.
+        encoding: null,
       });
     } catch (err) {
       reject(err instanceof Error ? err : new Error(String(err)));
       return;
     }
     const out = io.stdout;
-    const dataSub = term.onData((d) => {
+    let lastData = 0;
+    // rawTerminal: output up to the marker is the wrapper's, not the program's.
+    let preamble: Buffer | undefined = opts.rawTerminal ? Buffer.alloc(0) : undefined;
+    const held: (Buffer | string)[] = [];
+    const dataSub = term.onData((chunk: string | Buffer) => {
+      lastData = Date.now();
+      let d: Buffer = Buffer.from(chunk);
+      if (preamble) {
+        preamble = Buffer.concat([preamble, d]);
+        const at = preamble.indexOf(RAW_MARKER);
+        if (at < 0) return;
+        d = preamble.subarray(at + RAW_MARKER.length);
+        preamble = undefined;
+        for (const b of held.splice(0)) write(b);
+        if (d.length === 0) return;
+      }
       if (out && !out.writableEnded && !out.write(d)) {
         term.pause();
         out.once('drain', () => term.resume());
@@ -112,8 +142,16 @@ function runInPty(file: string, args: readonly string[], io: CommandIo, opts: Pr
       }
     };
     io.resize.on('resize', onResize);
-    const onStdin = (b: Buffer): void => term.write(b.toString('utf8'));
-    const onStdinEnd = (): void => term.write(EOT);
+    // node-pty types say string, but with encoding null it writes whatever it is given to the pty.
+    function write(b: Buffer | string): void {
+      term.write(b as string);
+    }
+    const toPty = (b: Buffer | string): void => {
+      if (preamble) held.push(b);
+      else write(b);
+    };
+    const onStdin = (b: Buffer): void => toPty(b);
+    const onStdinEnd = (): void => toPty(EOT);
     io.stdin?.on('data', onStdin);
     io.stdin?.once('end', onStdinEnd);
     const kill = (): void => {
@@ -131,11 +169,18 @@ function runInPty(file: string, args: readonly string[], io: CommandIo, opts: Pr
       io.resize.off('resize', onResize);
       io.stdin?.off('data', onStdin);
       io.stdin?.off('end', onStdinEnd);
-      // node-pty can deliver the last output just after the exit event.
-      setTimeout(() => {
+      // The last output can arrive just after the exit event: wait for a short quiet spell (bounded).
+      const exitedAt = Date.now();
+      const settle = (): void => {
+        const now = Date.now();
+        if (now - lastData < PTY_QUIET_MS && now - exitedAt < DRAIN_AFTER_EXIT_MS) {
+          setTimeout(settle, PTY_QUIET_MS);
+          return;
+        }
         dataSub.dispose();
         resolve(signal ? signalExitCode(signal) : exitCode);
-      }, 50);
+      };
+      setTimeout(settle, PTY_QUIET_MS);
     });
   });
 }

@@ -1,7 +1,7 @@
 // What the streaming server needs from the runtime: run a command in a container, attach to a container's
 // stdio, open a TCP connection inside a pod. The protocols (src/stream/*) know nothing of containers; the
 // OCI side (src/oci/streaming-backends.ts) knows nothing of SPDY or WebSocket.
-import type { EventEmitter } from 'node:events';
+import { EventEmitter } from 'node:events';
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type { TerminalSize } from './protocol.js';
 
@@ -25,8 +25,18 @@ export interface PortForwardRequest {
   ports: number[];
 }
 
-/** Emits 'resize' with a TerminalSize each time the client's terminal changes size. */
-export type ResizeEvents = EventEmitter<{ resize: [TerminalSize] }>;
+/**
+ * Emits 'resize' with a TerminalSize each time the client's terminal changes size. `last` keeps the latest
+ * one: clients send their size as soon as the streams are up, often before the backend has subscribed.
+ */
+export class ResizeEvents extends EventEmitter<{ resize: [TerminalSize] }> {
+  last: TerminalSize | undefined;
+
+  push(size: TerminalSize): void {
+    this.last = size;
+    this.emit('resize', size);
+  }
+}
 
 /** The client's side of a command, whatever the transport. */
 export interface CommandIo {

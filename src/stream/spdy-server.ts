@@ -1,12 +1,11 @@
 // Serves exec/attach and port-forward on an accepted SPDY connection, as kubelet's streaming library does:
 // the client opens one stream per role (streamtype header), the server accepts each with SYN_REPLY.
-import { EventEmitter } from 'node:events';
 import { finished } from 'node:stream/promises';
 import type { Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
 import type { SpdyConnection, SpdyStream } from './spdy/connection.js';
 import { RstStatus } from './spdy/frames.js';
-import type { PortForwardRequest, ResizeEvents, StreamingBackends } from './backend.js';
+import { ResizeEvents, type PortForwardRequest, type StreamingBackends } from './backend.js';
 import { REMOTECOMMAND_V4, REMOTECOMMAND_V1, REMOTECOMMAND_V2, ResizeDecoder, type StreamType } from './protocol.js';
 import { errorStreamPayload, runRemoteCommand, type RemoteCommand } from './remotecommand.js';
 
@@ -65,12 +64,12 @@ export async function serveRemoteCommandOverSpdy(
 
   const abort = new AbortController();
   conn.once('close', () => abort.abort());
-  const resize: ResizeEvents = new EventEmitter();
+  const resize = new ResizeEvents();
   const resizeStream = got.get('resize');
   if (resizeStream) {
     const decoder = new ResizeDecoder();
     resizeStream.on('data', (chunk: Buffer) => {
-      for (const size of decoder.push(chunk)) resize.emit('resize', size);
+      for (const size of decoder.push(chunk)) resize.push(size);
     });
     resizeStream.on('error', () => undefined);
   }

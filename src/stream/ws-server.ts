@@ -2,13 +2,12 @@
 // or one ASCII digit in the base64 protocols, whose payload is then base64 text).
 // remotecommand channels: 0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize; v5 adds 255 = "close channel N".
 // port-forward: port i uses channel 2i (data) and 2i+1 (error); each starts with the port as 2 bytes LE.
-import { EventEmitter } from 'node:events';
 import { PassThrough, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { WebSocket, RawData } from 'ws';
 import type { Logger } from '../log.js';
 import { errorMessage } from '../errors.js';
-import type { PortForwardRequest, ResizeEvents, StreamingBackends } from './backend.js';
+import { ResizeEvents, type PortForwardRequest, type StreamingBackends } from './backend.js';
 import { Channel, CLOSE_CHANNEL, REMOTECOMMAND_V5, ResizeDecoder, isBase64Protocol } from './protocol.js';
 import { errorStreamPayload, runRemoteCommand, type RemoteCommand } from './remotecommand.js';
 
@@ -65,7 +64,7 @@ export async function serveRemoteCommandOverWebSocket(
   const stdout = req.stdout ? sock.writable(Channel.stdout) : undefined;
   const stderr = req.stderr && !req.tty ? sock.writable(Channel.stderr) : undefined;
   for (const s of [stdin, stdout, stderr]) s?.on('error', () => undefined);
-  const resize: ResizeEvents = new EventEmitter();
+  const resize = new ResizeEvents();
   const decoder = new ResizeDecoder();
 
   ws.on('message', (raw, isBinary) => {
@@ -77,7 +76,7 @@ export async function serveRemoteCommandOverWebSocket(
         stdin.once('drain', () => ws.resume());
       }
     } else if (msg.channel === Channel.resize) {
-      for (const size of decoder.push(msg.data)) resize.emit('resize', size);
+      for (const size of decoder.push(msg.data)) resize.push(size);
     } else if (msg.channel === CLOSE_CHANNEL && ws.protocol === REMOTECOMMAND_V5 && msg.data[0] === Channel.stdin) {
       stdin?.end();
     }
