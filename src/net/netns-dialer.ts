@@ -59,9 +59,10 @@ export function relayProgram(socketPath: string): void {
         target.once('error', failed);
         target.once('connect', () => {
           target.off('error', failed);
+          // Only errors cut the other side: a normal close must not (destroy() drops bytes still queued
+          // for writing; the pipes below half-close each side once the other has ended).
           target.on('error', () => client.destroy());
-          client.on('close', () => target.destroy());
-          target.on('close', () => client.destroy());
+          client.on('error', () => target.destroy());
           client.write('ok\n');
           if (rest.length > 0) target.write(rest);
           client.pipe(target);
