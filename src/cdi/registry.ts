@@ -6,7 +6,8 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, extname } from 'node:path';
 import { errnoCode, errorMessage, failedPrecondition, invalidArgument } from '../errors.js';
 import { parseSpecFile } from './spec-file.js';
-import { parseQualifiedName, qualifiedName } from './names.js';
+import { parseQualifiedName, qualifiedName, requestedCdiDevices } from './names.js';
+import { completeDeviceNodes } from './oci-edits.js';
 import { describeSpecError, type CdiContainerEdits, type CdiDevice, type LoadedSpec, type SpecFileError } from './types.js';
 
 const SPEC_EXTENSIONS = new Set(['.json', '.yaml', '.yml']);
@@ -102,6 +103,15 @@ export class CdiRegistry {
     }
     this.cache.set(path, entry);
     return entry;
+  }
+
+  /**
+   * The CDI devices a container asks for (CDI_devices, then cdi.k8s.io/* annotations) as edits ready for
+   * the spec builder: device nodes completed with type and numbers read from the host.
+   */
+  async resolveForContainer(config: Parameters<typeof requestedCdiDevices>[0]): Promise<ResolvedCdi> {
+    const r = await this.resolve(requestedCdiDevices(config));
+    return r.edits.length === 0 ? r : { devices: r.devices, edits: await completeDeviceNodes(r.edits) };
   }
 
   /**

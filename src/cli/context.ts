@@ -21,6 +21,8 @@ export function parseDuration(text: string): number {
 
 export class CliContext {
   private client_?: CriClient;
+  /** A verb that passes on a status of its own (exec: the command's exit code) sets this. */
+  exitCode = 0;
   constructor(private readonly program: Command) {}
 
   get options(): GlobalOptions {

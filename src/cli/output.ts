@@ -1,6 +1,8 @@
 // Output in crictl's formats: JSON and YAML use protobuf's JSON names (lowerCamelCase), as crictl does,
 // so scripts written against crictl's output keep working.
 import { stringify as toYaml } from 'yaml';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { errorMessage } from '../errors.js';
 
 export type OutputFormat = 'table' | 'json' | 'yaml';
 
@@ -36,12 +38,62 @@ export function formatTable(headers: string[], rows: string[][]): string {
   return [line(headers), ...rows.map(line)].join('\n');
 }
 
-/** Kubernetes-style age: 5s, 3m, 2h, 4d. `nanos` is a Unix time in nanoseconds (as a string, int64). */
-export function age(nanos: string | number, now = Date.now()): string {
-  const ms = Number(BigInt(nanos) / 1_000_000n);
-  const s = Math.max(0, Math.floor((now - ms) / 1000));
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h`;
-  return `${Math.floor(s / 86400)}d`;
+/** A Unix time in nanoseconds (int64 as a string) as RFC 3339 with nanoseconds, as crictl's inspect shows times. */
+export function nanosToRfc3339(nanos: string | number): string {
+  const n = BigInt(nanos);
+  const secs = n / 1_000_000_000n;
+  const frac = (n % 1_000_000_000n).toString().padStart(9, '0').replace(/0+$/, '');
+  return `${new Date(Number(secs) * 1000).toISOString().slice(0, 19)}${frac ? `.${frac}` : ''}Z`;
+}
+
+/** Verbose `info` maps hold JSON documents as strings: parse each one that is JSON, keep the rest. */
+export function parseInfo(info: Record<string, string>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(info).sort()) {
+    const v = info[k];
+    try {
+      out[k] = JSON.parse(v);
+    } catch {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+/** `key -> value` lines of a string map, sorted, as crictl's table views print labels and annotations. */
+export function mapLines(title: string, m: Record<string, string> | undefined): string[] {
+  const keys = Object.keys(m ?? {}).sort();
+  return keys.length ? [`${title}:`, ...keys.map((k) => `\t${k} -> ${m![k]}`)] : [];
+}
+
+/** A gRPC error as crictl prints it (`rpc error: code = NotFound desc = ...`); other errors by message. */
+export function describeError(err: unknown): string {
+  if (typeof err === 'object' && err !== null && 'code' in err && 'details' in err && typeof (err as { code: unknown }).code === 'number') {
+    const { code, details } = err as { code: number; details: string };
+    return `rpc error: code = ${grpcStatus[code] ?? code} desc = ${details}`;
+  }
+  return errorMessage(err);
+}
+
+/** How long ago, in the words crictl (docker's go-units) uses: "Less than a second", "3 minutes", "About an hour". */
+export function humanDuration(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 1) return 'Less than a second';
+  if (seconds === 1) return '1 second';
+  if (seconds < 60) return `${seconds} seconds`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes === 1) return 'About a minute';
+  if (minutes < 60) return `${minutes} minutes`;
+  const hours = Math.round(ms / 3_600_000);
+  if (hours === 1) return 'About an hour';
+  if (hours < 48) return `${hours} hours`;
+  if (hours < 24 * 7 * 2) return `${Math.floor(hours / 24)} days`;
+  if (hours < 24 * 30 * 2) return `${Math.floor(hours / 24 / 7)} weeks`;
+  if (hours < 24 * 365 * 2) return `${Math.floor(hours / 24 / 30)} months`;
+  return `${Math.floor(ms / 3_600_000 / 24 / 365)} years`;
+}
+
+/** "<n> ago" for a Unix time in nanoseconds (int64 as a string). */
+export function createdAgo(nanos: string, now = Date.now()): string {
+  return `${humanDuration(now - Number(BigInt(nanos) / 1_000_000n))} ago`;
 }

@@ -19,18 +19,25 @@ import type { ContainerRecord, PodRecord } from '../store/records.js';
 import type { RuntimeDriver, RuntimeRef } from '../oci/runtime-driver.js';
 import type { OciSpec } from '../oci/spec/types.js';
 import type { ImageRunConfig } from '../oci/spec/input.js';
+import type { SpecPreparer } from './k129-prepare.js';
+import { k129Info } from './k129-info.js';
 import { RecordStore } from '../store/record-store.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import { findByIdOrPrefix } from '../util/id-prefix.js';
 import { nowNanos } from '../events/bus.js';
 import { buildSpec } from '../oci/spec/build.js';
 import { ociResources } from '../oci/spec/linux.js';
 import { apparmorEnabled, checkHostPaths, ownOomScoreAdj, resolveContainerUser, resolveDevices, resolveSeccomp } from '../oci/spec/resolve.js';
 import { completeCriLog } from '../oci/cri-log.js';
+import { removeEmptyCgroupDir } from '../oci/cgroup-leftovers.js';
 import { containerStatus, exitReason, matchesFilter, type ContainerFilter } from './status.js';
-import { alreadyExists, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
+import { alreadyExists, cancelled, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
 
-/** kubelet's cap on ExecSync output per stream. */
-export const EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024;
+/**
+ * kubelet's cap on ExecSync output (16 MiB), for stdout and stderr together and less a little room for
+ * the message's framing: the response must fit the 16 MiB gRPC message limit on both ends.
+ */
+export const EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024 - 1024;
 /** After SIGKILL, how long we wait for the monitor to record the exit before trusting the runtime. */
 const KILL_WAIT_MS = 10_000;
 /** Fallback for fs.watch on the exit dir (which can miss events, e.g. on some filesystems). */
@@ -43,6 +50,8 @@ export interface ContainerManagerDeps {
   pods: PodManager;
   events: EventBus;
   driver: RuntimeDriver;
+  /** Checks and lookups for the 1.29 additions (idmapped mounts, CDI devices): src/containers/k129-prepare.ts */
+  prepareSpec?: SpecPreparer;
 }
 
 export interface CreateContainerRequest {
@@ -121,12 +130,7 @@ export class ContainerManager {
   // ---- index ---------------------------------------------------------------------------------------
 
   find(idOrPrefix: string): ContainerRecord | undefined {
-    if (idOrPrefix === '') throw invalidArgument('container id is required');
-    const exact = this.containers.get(idOrPrefix);
-    if (exact) return exact;
-    const matches = [...this.containers.values()].filter((c) => c.id.startsWith(idOrPrefix));
-    if (matches.length > 1) throw invalidArgument(`container id prefix "${idOrPrefix}" is ambiguous`, { container: idOrPrefix });
-    return matches[0];
+    return findByIdOrPrefix(this.containers, idOrPrefix, 'container', 'container');
   }
 
   get(idOrPrefix: string): ContainerRecord {
@@ -184,6 +188,7 @@ export class ContainerManager {
         handler: current.handler,
         imageId: image.id,
         imageRef: image.repoTags[0] ?? image.repoDigests[0] ?? config.image!.image,
+        imageRepoDigest: image.repoDigests[0],
         state: 'created',
         createdAt: nowNanos(),
         logPath,
@@ -196,7 +201,9 @@ export class ContainerManager {
         await this.locks.run(id, async () => {
           await mkdir(rec.bundle, { recursive: true, mode: 0o700 });
           await this.store.save(id, rec);
+          const t0 = performance.now();
           const rootfs = await this.deps.images.prepareRootfs(image, id);
+          const tRootfs = performance.now();
           const imageConfig: ImageRunConfig = {
             User: img.User,
             Env: img.Env,
@@ -206,6 +213,7 @@ export class ContainerManager {
             StopSignal: img.StopSignal,
           };
           await checkHostPaths(config);
+          const extras = (await this.deps.prepareSpec?.prepare(config, current)) ?? {};
           const [user, devices, seccomp] = await Promise.all([resolveContainerUser(config, img.User, rootfs), resolveDevices(config), resolveSeccomp(config)]);
           this.minOom ??= this.deps.config.restrictOomScoreAdj ? await ownOomScoreAdj() : undefined;
           this.apparmor ??= await apparmorEnabled();
@@ -221,9 +229,12 @@ export class ContainerManager {
             minOomScoreAdj: this.minOom,
             apparmorEnabled: this.apparmor,
             cgroupDriver: this.deps.config.cgroupDriver,
+            ...extras,
           });
+          await this.deps.prepareSpec?.finish(spec, rootfs);
           await writeFile(join(rec.bundle, 'config.json'), JSON.stringify(spec));
           if (logPath) await mkdir(dirname(logPath), { recursive: true });
+          const tSpec = performance.now();
           const { pid } = await this.deps.driver.create({
             ...this.ref(rec),
             name: `${meta.name}_${current.config.metadata?.name ?? ''}`,
@@ -231,6 +242,7 @@ export class ContainerManager {
             stdin: config.stdin,
             tty: config.tty,
           });
+          log.debug({ rootfsMs: tRootfs - t0, specMs: tSpec - tRootfs, runtimeCreateMs: performance.now() - tSpec }, 'create timings');
           rec.pid = pid;
           delete rec.creating;
           await this.store.save(id, rec);
@@ -333,12 +345,14 @@ export class ContainerManager {
     this.wakeExit(id);
     const c = this.containers.get(id);
     if (!c || c.state === 'exited' || c.creating) return;
-    void this.locks
-      .run(id, async () => {
+    // Look before queueing on the lock: a poll must not pile up behind a long StopContainer.
+    void (async () => {
+      if (!(await this.deps.driver.exit(this.ref(c)))) return;
+      await this.locks.run(id, async () => {
         const cur = this.containers.get(id);
         if (cur && cur.state !== 'exited') await this.recordExitIfAny(cur);
-      })
-      .catch((err: unknown) => this.log.warn({ container: id, err: errorMessage(err) }, 'recording an exit failed'));
+      });
+    })().catch((err: unknown) => this.log.warn({ container: id, err: errorMessage(err) }, 'recording an exit failed'));
   }
 
   private watchExits(): void {
@@ -425,6 +439,10 @@ export class ContainerManager {
     const results = await Promise.allSettled(mine.map((c) => this.remove(c.id)));
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length > 0) throw internal(`removing containers: ${failed.map((f) => errorMessage(f.reason)).join('; ')}`, { pod: pod.id });
+    if (mine.length > 0 && this.deps.config.cgroupDriver === 'cgroupfs') {
+      const left = await removeEmptyCgroupDir(pod.cgroupParent);
+      if (left.length > 0) this.log.debug({ pod: pod.id, left }, 'pod cgroup dirs made by the runtime stay');
+    }
   }
 
   /** Releases everything a container holds. Idempotent, tolerates half-built containers. Call under its lock. */
@@ -476,6 +494,7 @@ export class ContainerManager {
         stopSignal: c.stopSignal ?? 'SIGTERM',
         config: c.config,
         runtimeSpec: spec,
+        ...k129Info(c.config, spec),
       });
     }
     return { status: containerStatus(c), info };
@@ -489,7 +508,8 @@ export class ContainerManager {
     }
   }
 
-  async execSync(idOrPrefix: string, cmd: string[], timeoutSeconds: number): Promise<ExecSyncResult> {
+  /** Runs `cmd` in the container as its user; `signal` (the client went away) kills it like a timeout. */
+  async execSync(idOrPrefix: string, cmd: string[], timeoutSeconds: number, signal?: AbortSignal): Promise<ExecSyncResult> {
     if (cmd.length === 0) throw invalidArgument('cmd is required');
     const c = this.get(idOrPrefix);
     if (c.state !== 'running') throw failedPrecondition(`container is ${c.state}, not running`, { container: c.id });
@@ -497,7 +517,8 @@ export class ContainerManager {
     // The container's own process settings (user, env, cwd, capabilities, …) with the new command.
     const process = { ...spec.process, args: cmd, terminal: false };
     delete process.oomScoreAdj;
-    const res = await this.deps.driver.exec(this.ref(c), { process, timeoutMs: timeoutSeconds * 1000, maxOutputBytes: EXEC_SYNC_MAX_OUTPUT });
+    const res = await this.deps.driver.exec(this.ref(c), { process, timeoutMs: timeoutSeconds * 1000, maxOutputBytes: EXEC_SYNC_MAX_OUTPUT, signal });
+    if (signal?.aborted) throw cancelled('ExecSync cancelled by the client; the process was killed', { container: c.id });
     if (res.timedOut) {
       throw deadlineExceeded(`command ${JSON.stringify(cmd.join(' ').slice(0, 200))} timed out after ${timeoutSeconds} s; the process was killed`, { container: c.id });
     }

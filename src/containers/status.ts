@@ -28,7 +28,7 @@ function mounts(c: ContainerRecord): Mount[] {
   }));
 }
 
-/** The image as the user asked for it, with the resolved image ID as the ref (as containerd reports). */
+/** The image by the name it was found under; image_ref is its repo digest when known, else its ID. */
 function imageSpec(c: ContainerRecord) {
   return { image: c.imageRef, annotations: c.config.image?.annotations ?? {}, user_specified_image: c.config.image?.image ?? c.imageRef, runtime_handler: c.handler };
 }
@@ -43,7 +43,7 @@ export function containerStatus(c: ContainerRecord): ContainerStatus {
     finished_at: c.finishedAt ?? '0',
     exit_code: c.exitCode ?? 0,
     image: imageSpec(c),
-    image_ref: c.imageId,
+    image_ref: c.imageRepoDigest ?? c.imageId,
     reason: c.reason ?? '',
     message: c.message ?? '',
     labels: c.config.labels,
@@ -60,7 +60,7 @@ export function criContainer(c: ContainerRecord): Container {
     pod_sandbox_id: c.podId,
     metadata: c.config.metadata,
     image: imageSpec(c),
-    image_ref: c.imageId,
+    image_ref: c.imageRepoDigest ?? c.imageId,
     state: criState(c),
     created_at: c.createdAt,
     labels: c.config.labels,

@@ -60,9 +60,11 @@ export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
         await containers.reopenLog(requireId(req.container_id));
         return {};
       }),
-      ExecSync: unary(async (req) => {
+      ExecSync: unary(async (req, call) => {
         if (req.cmd.length === 0) throw invalidArgument('cmd is required');
-        const res = await containers.execSync(requireId(req.container_id), req.cmd, seconds(req.timeout, 'timeout'));
+        const abort = new AbortController();
+        call.once('cancelled', () => abort.abort());
+        const res = await containers.execSync(requireId(req.container_id), req.cmd, seconds(req.timeout, 'timeout'), abort.signal);
         return { stdout: res.stdout, stderr: res.stderr, exit_code: res.exitCode };
       }),
     },

@@ -1,7 +1,10 @@
 // GetContainerEvents: a server stream per subscriber (the kubelet's evented PLEG keeps one open).
 // Writes respect gRPC backpressure; a subscriber that falls too far behind gets RESOURCE_EXHAUSTED
-// (policy in src/events/subscription.ts) and never holds up the runtime.
-import type * as grpc from '@grpc/grpc-js';
+// (policy in src/events/subscription.ts) and never holds up the runtime. A client that stops reading
+// altogether is detached at once (publishing and other subscribers go on); it sees the status only once
+// it reads what was already in flight, since HTTP/2 trailers follow the data. What it pins meanwhile is
+// bounded: the stream's write buffer and flow-control window, nothing more is written to it.
+import * as grpc from '@grpc/grpc-js';
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
 import type { GetEventsRequest__Output } from '../gen/runtime/v1/GetEventsRequest.js';
@@ -14,6 +17,8 @@ type EventsCall = grpc.ServerWritableStream<GetEventsRequest__Output, ContainerE
 
 export function streamContainerEvents(feed: ContainerEventFeed, call: EventsCall): Promise<void> {
   const sub = feed.subscribe();
+  // Headers right away: a client that sees them knows it is subscribed and will miss nothing from now on.
+  call.sendMetadata(new grpc.Metadata());
   const stop = () => sub.close();
   call.once('cancelled', stop);
   call.once('close', stop);

@@ -90,6 +90,8 @@ export function podService(ctx: DaemonContext): Partial<CriHandlers> {
             files: pod.files,
             cniResult: pod.cniResult ?? null,
             network: pod.cni?.network.name ?? null,
+            // verbose status is where a person (or crictl inspectp) asks "is the network still right?"
+            networkCheck: await ctx.pods.checkNetwork(pod.id),
             runtimeHandler: pod.handler,
             config: pod.config,
           });

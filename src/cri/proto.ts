@@ -1,6 +1,6 @@
 // Loads proto/api.proto for grpc-js. The options must stay in step with scripts/gen-types.mjs, which
 // generates the TypeScript types (src/gen) describing exactly the objects these options produce.
-import { loadSync, type Options } from '@grpc/proto-loader';
+import { loadSync, type Options, type PackageDefinition } from '@grpc/proto-loader';
 import { loadPackageDefinition } from '@grpc/grpc-js';
 import { fileURLToPath } from 'node:url';
 import type { ProtoGrpcType } from '../gen/api.js';
@@ -16,9 +16,16 @@ export const LOADER_OPTIONS: Options = {
 };
 
 let cached: ProtoGrpcType | undefined;
+let definition: PackageDefinition | undefined;
+
+/** The parsed proto (descriptors of every message), parsed once per process. */
+export function criPackageDefinition(): PackageDefinition {
+  definition ??= loadSync(PROTO_PATH, LOADER_OPTIONS);
+  return definition;
+}
 
 export function criProto(): ProtoGrpcType {
-  cached ??= loadPackageDefinition(loadSync(PROTO_PATH, LOADER_OPTIONS)) as unknown as ProtoGrpcType;
+  cached ??= loadPackageDefinition(criPackageDefinition()) as unknown as ProtoGrpcType;
   return cached;
 }
 

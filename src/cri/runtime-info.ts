@@ -4,7 +4,7 @@ import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
 import { unary } from './server.js';
 import { RUNTIME_NAME, SKIFF_VERSION, CRI_API_VERSION } from '../version.js';
-import { firstCniConfigFile } from '../net/cni-config.js';
+import { networkReadiness } from '../net/cni.js';
 import { errorMessage } from '../errors.js';
 import { lookPath } from '../util/which.js';
 import type { VersionResponse } from '../gen/runtime/v1/VersionResponse.js';
@@ -28,15 +28,8 @@ async function runtimeCondition(ctx: DaemonContext): Promise<RuntimeCondition> {
 }
 
 async function networkCondition(ctx: DaemonContext): Promise<RuntimeCondition> {
-  const file = await firstCniConfigFile(ctx.config.cni.confDir);
-  if (!file) {
-    return {
-      type: 'NetworkReady',
-      status: false,
-      reason: 'NetworkPluginNotReady',
-      message: `no CNI network config found in ${ctx.config.cni.confDir}`,
-    };
-  }
+  const { ready, message } = await networkReadiness(ctx.config.cni.confDir, ctx.config.cni.binDir);
+  if (!ready) return { type: 'NetworkReady', status: false, reason: 'NetworkPluginNotReady', message };
   return { type: 'NetworkReady', status: true, reason: '', message: '' };
 }
 

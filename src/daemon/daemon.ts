@@ -15,10 +15,11 @@ import { ContainerEventFeed } from '../events/container-events.js';
 import { StatsService } from '../stats/service.js';
 import { CdiRegistry } from '../cdi/registry.js';
 import { IdmapDetector } from '../oci/idmap.js';
+import { k129SpecPreparer } from '../containers/k129-prepare.js';
 import { ContainerManager } from '../containers/manager.js';
 import { ConmonDriver } from '../oci/conmon-driver.js';
 import { podSandboxStatus } from '../cri/pod-service.js';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { startStreaming } from './streaming.js';
 import { systemdRunning } from '../cri/runtime-info.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
@@ -53,7 +54,10 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     socketDir: join(config.state, 'attach'),
     cgroupDriver: config.cgroupDriver,
   });
-  const containers = await ContainerManager.open({ config, log, images, pods, events, driver });
+  const cdi = new CdiRegistry(config.cdi.specDirs);
+  const idmap = new IdmapDetector();
+  const prepareSpec = k129SpecPreparer({ cdi, idmap, handlers });
+  const containers = await ContainerManager.open({ config, log, images, pods, events, driver, prepareSpec });
   closers.push(() => containers.close());
   containerEvents.setProvider({
     podStatusSnapshot: (podId) => {
@@ -74,14 +78,20 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     pods,
     containers,
     containerEvents,
-    stats: new StatsService({ cgroupDriver: config.cgroupDriver }),
-    cdi: new CdiRegistry(config.cdi.specDirs),
-    idmap: new IdmapDetector(),
+    stats: new StatsService({ cgroupDriver: config.cgroupDriver, writableLayer: (id) => writableLayer(images, id) }),
+    cdi,
+    idmap,
     streaming: streaming.server,
     onShutdown: (fn) => closers.push(fn),
   };
   ctx.stats.setRecords({ pods: () => pods.list(), containers: () => containers.all() });
   return { ctx, closers };
+}
+
+/** A container's overlay upper dir (its own writes) and the dir all of them live in (ImageFsInfo's mountpoint). */
+function writableLayer(images: ImageService, containerId: string): { dir: string; mountpoint: string } {
+  const merged = images.rootfsPath(containerId);
+  return { dir: join(dirname(merged), 'upper'), mountpoint: dirname(dirname(merged)) };
 }
 
 function bind(server: grpc.Server, socket: string): Promise<void> {

@@ -34,6 +34,7 @@ export class ContainerEventFeed {
   constructor(
     bus: EventBus,
     private readonly onError: (err: unknown, event: LifecycleEvent) => void = () => undefined,
+    private readonly bufferLimit = DEFAULT_SUBSCRIBER_BUFFER,
   ) {
     this.unsubscribe = bus.subscribe((e) => this.accept(e));
   }
@@ -43,7 +44,7 @@ export class ContainerEventFeed {
     this.provider = provider;
   }
 
-  subscribe(limit = DEFAULT_SUBSCRIBER_BUFFER): Subscription<ContainerEventResponse> {
+  subscribe(limit = this.bufferLimit): Subscription<ContainerEventResponse> {
     return this.broadcaster.subscribe(limit);
   }
 

@@ -12,7 +12,8 @@ export class Subscription<T> {
   private readonly queue: T[] = [];
   private waiter?: (r: IteratorResult<T, undefined>) => void;
   private ended?: EndReason;
-  private readonly endWaiters: ((r: EndReason) => void)[] = [];
+  private endedPromise?: Promise<EndReason>;
+  private resolveEnded?: (r: EndReason) => void;
 
   constructor(
     readonly limit: number,
@@ -30,8 +31,9 @@ export class Subscription<T> {
 
   /** Resolves when the subscription ends (closed, or overflowed while the reader was busy). */
   whenEnded(): Promise<EndReason> {
-    if (this.ended) return Promise.resolve(this.ended);
-    return new Promise((r) => this.endWaiters.push(r));
+    // One shared promise: a stream that waits on it at every backpressure pause must not pile up waiters.
+    this.endedPromise ??= this.ended ? Promise.resolve(this.ended) : new Promise((r) => (this.resolveEnded = r));
+    return this.endedPromise;
   }
 
   /** Called by the broadcaster; never blocks. */
@@ -76,7 +78,7 @@ export class Subscription<T> {
     const w = this.waiter;
     this.waiter = undefined;
     w?.({ value: undefined, done: true });
-    for (const r of this.endWaiters.splice(0)) r(reason);
+    this.resolveEnded?.(reason);
   }
 }
 

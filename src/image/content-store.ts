@@ -1,18 +1,15 @@
 // Content-addressed blobs (containerd's content store): blobs/sha256/<hex>. A blob is streamed to a temp
 // file under ingest/, its digest and size verified while it streams, fsynced and renamed into place, so a
-// blob that exists is always complete and correct. Concurrent requests for one digest share one download.
-import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat, readdir, readFile, open } from 'node:fs/promises';
+// blob that exists is always complete and correct. Concurrent requests for one digest share one download,
+// and a download cut short resumes where it stopped when the registry honours Range (see Ingest).
+import { mkdir, rename, rm, stat, readdir, readFile, open, type FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { Transform, type Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { invalidArgument, errnoCode, unavailable, SkiffError } from '../errors.js';
 import { isDigest } from './reference.js';
 import { fsyncDir } from '../store/atomic.js';
-
-/** Something that can (re)open a blob's bytes; called again for each retry. */
-export type BlobSource = () => Promise<Readable>;
+import { streamed } from '../util/gc.js';
 
 /** The bytes a registry sent are not the blob asked for (short, long or different): retryable elsewhere. */
 export class DigestMismatchError extends SkiffError {
@@ -21,29 +18,86 @@ export class DigestMismatchError extends SkiffError {
   }
 }
 
-/** A Transform that hashes and counts what flows through, failing on excess over `size`. */
-export function verifier(digest: string, size: number | undefined): Transform & { finish(): void } {
-  const hash = createHash('sha256');
-  let seen = 0;
-  const t = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      seen += chunk.length;
-      if (size !== undefined && seen > size) {
-        cb(new DigestMismatchError(`blob ${digest}: more than the expected ${size} bytes`));
-        return;
+/**
+ * One blob being downloaded into ingest/: bytes are hashed as they are appended, so a download cut short
+ * can continue where it stopped (an HTTP Range request answered with 206) or start over (anything else).
+ * Nothing is visible in blobs/ until commit() has verified size and digest.
+ */
+export class Ingest {
+  private hash = createHash('sha256');
+  private fh: FileHandle | undefined;
+  /** Bytes written and hashed so far. */
+  offset = 0;
+
+  constructor(
+    readonly digest: string,
+    readonly size: number | undefined,
+    readonly tmp: string,
+    private readonly onBytes?: (n: number) => void,
+  ) {}
+
+  /** Forgets what was written: the next append must start at 0. */
+  async reset(): Promise<void> {
+    if (this.fh) await this.fh.truncate(0);
+    this.hash = createHash('sha256');
+    this.offset = 0;
+  }
+
+  /**
+   * Appends `body`, whose first byte is the blob's byte number `start`: 0 restarts the blob, `offset`
+   * continues it; anything else is refused. A body that fails midway keeps what arrived before (resumable).
+   */
+  async append(body: Readable, start: number): Promise<void> {
+    if (start !== 0 && start !== this.offset) {
+      body.destroy();
+      throw new DigestMismatchError(`blob ${this.digest}: a resumed download started at byte ${start}, not ${this.offset}`);
+    }
+    if (start === 0 && this.offset > 0) await this.reset();
+    const fh = await this.openFile();
+    for await (const c of body) {
+      const chunk = c as Buffer;
+      if (this.size !== undefined && this.offset + chunk.length > this.size) {
+        body.destroy();
+        await this.reset();
+        throw new DigestMismatchError(`blob ${this.digest}: more than the expected ${this.size} bytes`);
       }
-      hash.update(chunk);
-      cb(null, chunk);
-    },
-  });
-  return Object.assign(t, {
-    finish() {
-      if (size !== undefined && seen !== size) throw new DigestMismatchError(`blob ${digest}: got ${seen} bytes, expected ${size} (truncated download)`);
-      const got = `sha256:${hash.digest('hex')}`;
-      if (got !== digest) throw new DigestMismatchError(`blob ${digest}: content has digest ${got}`);
-    },
-  });
+      this.hash.update(chunk);
+      await fh.write(chunk, 0, chunk.length, this.offset);
+      this.offset += chunk.length;
+      streamed.add(chunk.length);
+      this.onBytes?.(chunk.length);
+    }
+  }
+
+  async openFile(): Promise<FileHandle> {
+    this.fh ??= await open(this.tmp, 'w', 0o644);
+    return this.fh;
+  }
+
+  /** Whether all bytes have arrived (the size is known up front for every blob skiff fetches). */
+  complete(): boolean {
+    return this.size === undefined || this.offset === this.size;
+  }
+
+  /** Verifies size and digest; a mismatch resets the ingest so a retry starts from scratch. */
+  async verify(): Promise<void> {
+    if (!this.complete()) throw new DigestMismatchError(`blob ${this.digest}: got ${this.offset} bytes, expected ${this.size} (truncated download)`);
+    const got = `sha256:${this.hash.copy().digest('hex')}`;
+    if (got !== this.digest) {
+      await this.reset();
+      throw new DigestMismatchError(`blob ${this.digest}: content has digest ${got}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close();
+  }
 }
+
+/** Fills an ingest (downloads, with retries and resumes); ContentStore verifies and commits what it wrote. */
+export type BlobFill = (ingest: Ingest) => Promise<void>;
 
 export class ContentStore {
   private readonly inflight = new Map<string, Promise<void>>();
@@ -89,33 +143,34 @@ export class ContentStore {
    * Makes sure the blob is stored: downloads it from `source` (verifying digest and size) unless present.
    * Callers asking for the same digest at the same time wait on the same download.
    */
-  ensure(digest: string, size: number | undefined, source: BlobSource, onBytes?: (n: number) => void): Promise<void> {
+  ensure(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void): Promise<void> {
     const existing = this.inflight.get(digest);
     if (existing) return existing;
     const p = (async () => {
       if (await this.has(digest)) return;
-      await this.ingest(digest, size, await source(), onBytes);
+      await this.ingest(digest, size, fill, onBytes);
     })().finally(() => this.inflight.delete(digest));
     this.inflight.set(digest, p);
     return p;
   }
 
-  /** Writes one stream as the blob, verified; nothing is committed unless digest and size match. */
-  async ingest(digest: string, size: number | undefined, body: Readable, onBytes?: (n: number) => void): Promise<void> {
+  /** Runs `fill` into a temp file; commits it (fsync, rename) only if digest and size match. */
+  private async ingest(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void): Promise<void> {
     const target = this.path(digest);
-    const tmp = join(this.ingestDir, `${digest.slice(7, 23)}-${randomBytes(6).toString('hex')}`);
-    const check = verifier(digest, size);
-    if (onBytes) check.on('data', (b: Buffer) => onBytes(b.length));
+    const ing = new Ingest(digest, size, join(this.ingestDir, `${digest.slice(7, 23)}-${randomBytes(6).toString('hex')}`), onBytes);
     try {
-      await pipeline(body, check, createWriteStream(tmp, { mode: 0o644 }));
-      check.finish();
-      const fh = await open(tmp, 'r');
+      await ing.openFile();
+      await fill(ing);
+      await ing.verify();
+      await ing.close();
+      const fh = await open(ing.tmp, 'r');
       await fh.sync().finally(() => fh.close());
-      await rename(tmp, target);
+      await rename(ing.tmp, target);
       await fsyncDir(this.blobsDir);
     } catch (err) {
-      await rm(tmp, { force: true });
-      if (err instanceof DigestMismatchError) throw err;
+      await ing.close().catch(() => undefined);
+      await rm(ing.tmp, { force: true });
+      if (err instanceof SkiffError) throw err;
       throw unavailable(`downloading blob ${digest} failed: ${(err as Error).message}`, { digest }, err);
     }
   }
@@ -123,8 +178,7 @@ export class ContentStore {
   /** Stores bytes already in memory (manifests, configs) after verifying them. */
   async put(digest: string, data: Buffer): Promise<void> {
     if (await this.has(digest)) return;
-    const { Readable } = await import('node:stream');
-    await this.ingest(digest, data.length, Readable.from([data]));
+    await this.ingest(digest, data.length, (ing) => ing.append(Readable.from([data]), 0));
   }
 
   async list(): Promise<string[]> {

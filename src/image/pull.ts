@@ -1,18 +1,18 @@
 // One pull: resolve the reference to a manifest for this platform, fetch config and layers into the content
 // store (in parallel, verified), unpack each layer once into its chain-ID snapshot, and return the record.
 // Nothing is recorded unless every step succeeded; blobs already verified stay for the next attempt.
-import { createReadStream } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { ContentStore } from './content-store.js';
 import type { SnapshotStore } from './snapshots.js';
 import { chainIds as computeChainIds } from './snapshots.js';
-import { RegistryClient, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
+import { RegistryClient, RangeNotSatisfiableError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
+import { DigestMismatchError } from './content-store.js';
 import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform } from './manifest.js';
-import { invalidArgument, SkiffError, errorMessage } from '../errors.js';
+import { invalidArgument, unavailable, SkiffError, errorMessage } from '../errors.js';
 import type { ImageReference } from './reference.js';
 import type { RegistryEndpoint } from './hosts.js';
 import type { Credentials } from './auth.js';
-import { unpackLayer } from './unpack.js';
+import { unpackLayerFile } from './unpack.js';
 import type { ImageRecord } from './image-store.js';
 import type { Logger } from '../log.js';
 
@@ -83,25 +83,56 @@ async function mapLimit<T>(items: T[], limit: number, fn: (item: T, i: number) =
   if (failed !== undefined) throw failed instanceof Error ? failed : new Error(errorMessage(failed));
 }
 
+/** Where a response body starts in the blob: `asked` for a matching 206, 0 for a 200 (the whole blob). */
+export function bodyStart(status: number, contentRange: string | undefined, asked: number): number | undefined {
+  if (status !== 206) return 0;
+  const m = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(contentRange?.trim() ?? '');
+  return m && Number(m[1]) === asked ? asked : undefined;
+}
+
 /**
  * Downloads a blob into the content store. A failed body (short, reset, wrong digest) is retried on the same
- * endpoint, then the next one (mirrors before the upstream); nothing unverified is ever committed.
+ * endpoint, then the next one (mirrors before the upstream); nothing unverified is ever committed. A body cut
+ * short is resumed with a Range request: only a 206 whose Content-Range starts at the byte asked for
+ * continues it, a 200 restarts the blob from its first byte, anything else is discarded and retried.
  */
 async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, size: number, onBytes?: (n: number) => void): Promise<void> {
-  let lastErr: unknown;
-  for (const ep of client.endpointsFor('blobs')) {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await job.content.ensure(digest, size, async () => (await client.fetchFrom(ep, client.url(ep, 'blobs', digest), {})).body, onBytes);
-        return;
-      } catch (err) {
-        lastErr = err;
-        // a registry that does not have the blob, or refuses us, will not change its mind on a retry
-        if (err instanceof SkiffError && err.kind !== 'unavailable') break;
+  await job.content.ensure(
+    digest,
+    size,
+    async (ing) => {
+      let lastErr: unknown;
+      for (const ep of client.endpointsFor('blobs')) {
+        for (let attempt = 0; attempt < 3; attempt++) {
+          try {
+            const asked = ing.offset > 0 && !ing.complete() ? ing.offset : 0;
+            const res = await client.fetchFrom(ep, client.url(ep, 'blobs', digest), { rangeFrom: asked });
+            const cr = res.headers['content-range'];
+            const start = bodyStart(res.status, Array.isArray(cr) ? cr[0] : cr, asked);
+            if (start === undefined) {
+              res.body.destroy();
+              await ing.reset();
+              throw new DigestMismatchError(`blob ${digest}: ${new URL(res.url).host} answered a resume with Content-Range "${String(cr)}"`);
+            }
+            await ing.append(res.body, start);
+            await ing.verify();
+            return;
+          } catch (err) {
+            lastErr = err;
+            if (err instanceof RangeNotSatisfiableError) {
+              await ing.reset();
+              continue;
+            }
+            // a registry that does not have the blob, or refuses us, will not change its mind on a retry
+            if (err instanceof SkiffError && err.kind !== 'unavailable') break;
+          }
+        }
       }
-    }
-  }
-  throw lastErr instanceof Error ? lastErr : new Error(String(lastErr));
+      if (lastErr instanceof SkiffError) throw lastErr;
+      throw unavailable(`downloading blob ${digest} failed: ${errorMessage(lastErr)}`, { digest }, lastErr);
+    },
+    onBytes,
+  );
 }
 
 export async function pullImage(job: PullJob): Promise<PulledImage> {
@@ -146,7 +177,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     // every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
     // overlay stacks them (rootfs.ts), where it is strict.
     const snap = await job.snapshots.ensure(chainIds[i], async (fsDir) => {
-      const res = await unpackLayer(createReadStream(job.content.path(layer.digest)), fsDir, diffIds[i]);
+      const res = await unpackLayerFile(job.content.path(layer.digest), fsDir, diffIds[i], layer.mediaType);
       if (res.skippedDevices.length) job.log.warn({ layer: layer.digest, devices: res.skippedDevices.slice(0, 20) }, 'device nodes could not be created; skipped');
       return res;
     });

@@ -11,7 +11,10 @@ import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { notFound, permissionDenied, unavailable, invalidArgument, SkiffError, errorMessage } from '../errors.js';
 import type { RegistryEndpoint } from './hosts.js';
-import { parseChallenges, basicHeader, type Credentials } from './auth.js';
+import { parseChallenges, basicHeader, type Credentials, type Challenge } from './auth.js';
+import { baselineWasmOnly } from '../util/gc.js';
+
+baselineWasmOnly();
 
 const MAX_REDIRECTS = 5;
 const ATTEMPTS = 3;
@@ -27,6 +30,19 @@ interface CachedToken {
 export class RegistrySession {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly agents = new Map<string, Agent>();
+  /** The last Bearer challenge each host sent: later requests there fetch a token first, without a 401. */
+  private readonly challenges = new Map<string, Challenge>();
+
+  challenge(host: string): Challenge | undefined {
+    return this.challenges.get(host);
+  }
+
+  saveChallenge(host: string, c: Challenge): void {
+    // the scope named belongs to the request that was refused; each later request names its own
+    const params = { ...c.params };
+    delete params.scope;
+    this.challenges.set(host, { scheme: c.scheme, params });
+  }
 
   agent(ep: Pick<RegistryEndpoint, 'skipVerify' | 'ca'>): Agent {
     const key = `${ep.skipVerify}|${ep.ca.join(',')}`;
@@ -51,8 +67,9 @@ export class RegistrySession {
   }
 
   saveToken(key: string, token: string, expiresInSec: number | undefined): void {
-    // a little slack so a token never expires in flight; 60 s is the spec's default lifetime
-    const ttl = Math.max(10, (expiresInSec ?? 60) - 5);
+    // some slack so a token never expires in flight; 60 s is the spec's default lifetime
+    const life = expiresInSec !== undefined && expiresInSec > 0 ? expiresInSec : 60;
+    const ttl = life > 10 ? life - 5 : life / 2;
     this.tokens.set(key, { token, expiresAt: Date.now() + ttl * 1000 });
   }
 
@@ -72,6 +89,15 @@ export interface RegistryResponse {
 export interface FetchOptions {
   accept?: string[];
   method?: 'GET' | 'HEAD';
+  /** Ask for the bytes from this offset on (resuming a blob download). */
+  rangeFrom?: number;
+}
+
+/** 416: the registry will not serve the range asked for; the download has to start over. */
+export class RangeNotSatisfiableError extends SkiffError {
+  constructor(message: string) {
+    super('unavailable', message);
+  }
 }
 
 function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
@@ -80,6 +106,7 @@ function header(h: Record<string, string | string[] | undefined>, name: string):
 }
 
 function isRetryable(err: unknown): boolean {
+  if (err instanceof RangeNotSatisfiableError) return false;
   return !(err instanceof SkiffError) || err.kind === 'unavailable';
 }
 
@@ -152,7 +179,15 @@ export class RegistryClient {
       const headers: Record<string, string> = { 'user-agent': 'skiff' };
       if (sameOrigin) Object.assign(headers, ep.headers);
       if (opts.accept) headers.accept = opts.accept.join(', ');
-      const auth = await this.authorizationFor(url, sameOrigin, ep);
+      if (opts.rangeFrom) headers.range = `bytes=${opts.rangeFrom}-`;
+      let auth = await this.authorizationFor(url, sameOrigin, ep);
+      const known = auth ? undefined : this.session.challenge(new URL(url).host);
+      if (known && !authTried.has(new URL(url).host)) {
+        // this host wants Bearer tokens (it said so before): get one for this scope up front
+        authTried.add(new URL(url).host);
+        await this.answerChallenge(url, [known], sameOrigin, ep);
+        auth = await this.authorizationFor(url, sameOrigin, ep);
+      }
       if (auth) headers.authorization = auth;
       let res: Dispatcher.ResponseData;
       try {
@@ -177,6 +212,8 @@ export class RegistryClient {
         const challenges = parseChallenges(res.headers['www-authenticate']);
         const text = await drain(res.body);
         const key = new URL(url).host;
+        const bearer = challenges.find((c) => c.scheme === 'bearer');
+        if (bearer) this.session.saveChallenge(key, bearer);
         if (authTried.has(key) || challenges.length === 0) {
           throw permissionDenied(`${this.registry}: unauthorized to pull ${this.repository}${text ? `: ${text.trim()}` : ''}`, { image: this.repository });
         }
@@ -185,6 +222,7 @@ export class RegistryClient {
         continue;
       }
       const text = await drain(res.body);
+      if (status === 416) throw new RangeNotSatisfiableError(`${this.registry}: HTTP 416 for a resumed download from ${new URL(url).host}`);
       if (status === 404) throw notFound(`${this.registry}/${this.repository}: ${new URL(url).pathname.split('/').slice(-2).join(' ')} not found`, { image: this.repository });
       if (status === 403) throw permissionDenied(`${this.registry}: access to ${this.repository} denied: ${text.trim()}`, { image: this.repository });
       if (status >= 500 || status === 429 || status === 408) throw unavailable(`${this.registry}: HTTP ${status} from ${new URL(url).host}`, { image: this.repository });

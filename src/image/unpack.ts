@@ -10,16 +10,23 @@
 //     point at files inside the layer;
 //   - the uncompressed stream is hashed and must equal the config's diff_id.
 // Node has no mknod or setxattr, so those few operations are batched into one `sh` run per layer.
+// File system calls are synchronous: a layer is thousands of tiny files, and an async call per step (open,
+// write, chown, chmod, utimes, close) costs a thread-pool round trip each, which dominated pull time. The
+// daemon runs this in a worker thread (unpack-worker.ts), so its event loop is never blocked by it.
 import { createGunzip } from 'node:zlib';
 import { spawn } from 'node:child_process';
-import { open, mkdir, symlink, link, lstat, rm, chmod, lchown, lutimes } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { availableParallelism } from 'node:os';
+import { createReadStream, existsSync, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, rmSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
-import { invalidArgument, errnoCode, internal } from '../errors.js';
+import { invalidArgument, errnoCode, internal, SkiffError, type ErrorKind } from '../errors.js';
 import { run } from '../util/exec.js';
+import { streamed } from '../util/gc.js';
 
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE = '.wh..wh..opq';
@@ -45,20 +52,30 @@ export function cleanPath(name: string): string[] {
   return out;
 }
 
-/** Sniffs the first bytes and returns the decompressed stream. */
-async function decompress(body: Readable): Promise<{ stream: Readable; done: Promise<void> }> {
+/**
+ * Sniffs the first bytes and returns the decompressed stream. The magic bytes decide, as in containerd: a
+ * gzip layer typed as plain tar, or zstd typed as gzip, still unpacks. A layer typed zstd (OCI `+zstd` or
+ * Docker's `.tar.zstd`) must start with zstd's magic: it is refused otherwise.
+ */
+async function decompress(body: Readable, mediaType?: string): Promise<{ stream: Readable; done: Promise<void> }> {
   const head = await firstChunk(body);
+  const isZstd = head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528;
+  if (mediaType && /[+.]zstd$/.test(mediaType) && !isZstd) {
+    body.destroy();
+    throw invalidArgument(`layer is typed ${mediaType} but its data does not start with zstd's magic bytes (it starts with 0x${head.subarray(0, 4).toString('hex')})`);
+  }
   const src = new PassThrough();
   src.write(head);
   body.pipe(src);
   body.once('error', (e) => src.destroy(e));
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
-    const gunzip = createGunzip();
+    // big output chunks: each one is a thread-pool round trip, 16 KiB ones made inflating latency-bound
+    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
     src.pipe(gunzip);
     src.once('error', (e) => gunzip.destroy(e));
     return { stream: gunzip, done: Promise.resolve() };
   }
-  if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) {
+  if (isZstd) {
     // Node 20's zlib has no zstd; Debian's zstd streams at ~230 MB/s
     const child = spawn('zstd', ['-dcq'], { stdio: ['pipe', 'pipe', 'pipe'] });
     let err = '';
@@ -110,10 +127,14 @@ function shq(s: string): string {
 class LayerWriter {
   /** Directories inside dest known to be real directories created or checked by us (relative paths). */
   private readonly safeDirs = new Set<string>(['']);
-  private readonly dirTimes: { path: string; mtime: Date }[] = [];
-  /** Shell lines for mknod/setfattr, run once at the end. `F` lines must succeed, `D` lines may fail. */
-  private readonly special: string[] = [];
-  private readonly whiteouts: string[] = [];
+  private readonly dirTimes: { rel: string; mtime: Date }[] = [];
+  /**
+   * Shell lines for mknod/setfattr, run once at the end. `dir` must still be a real directory of the layer
+   * then (a later entry may have replaced it, or a parent, with a symlink): otherwise the line is dropped.
+   */
+  private readonly special: { dir: string; line: string }[] = [];
+  /** Paths whited out by this layer; applied at the end since they only hide what lower layers have. */
+  private readonly whiteouts = new Set<string>();
   readonly skippedDevices: string[] = [];
   size = 0;
 
@@ -124,46 +145,66 @@ class LayerWriter {
   }
 
   /** Makes sure every parent of `parts` is a real directory of this layer; refuses symlinked parents. */
-  private async ensureParents(parts: string[], original: string): Promise<void> {
+  private ensureParents(parts: string[], original: string): void {
     let rel = '';
     for (const p of parts.slice(0, -1)) {
       rel = rel === '' ? p : `${rel}/${p}`;
       if (this.safeDirs.has(rel)) continue;
-      try {
-        const st = await lstat(this.abs(rel));
-        if (st.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
-        if (!st.isDirectory()) await rm(this.abs(rel), { force: true });
-        else {
-          this.safeDirs.add(rel);
-          continue;
-        }
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
+      const st = lstatOrUndefined(this.abs(rel));
+      if (st?.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
+      if (st?.isDirectory()) {
+        this.safeDirs.add(rel);
+        continue;
       }
+      if (st) rmSync(this.abs(rel), { force: true });
       // parent with no tar entry of its own: created with docker's defaults
-      await mkdir(this.abs(rel), { mode: 0o755 });
+      mkdirSync(this.abs(rel), { mode: 0o755 });
       this.safeDirs.add(rel);
     }
   }
 
   /** Removes whatever is at rel unless both are directories. */
-  private async clearFor(rel: string, isDir: boolean): Promise<boolean> {
-    try {
-      const st = await lstat(this.abs(rel));
-      if (isDir && st.isDirectory()) return true;
-      await rm(this.abs(rel), { recursive: true, force: true });
-      for (const d of this.safeDirs) if (d === rel || d.startsWith(`${rel}/`)) this.safeDirs.delete(d);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }
+  private clearFor(rel: string, isDir: boolean): boolean {
+    const st = lstatOrUndefined(this.abs(rel));
+    if (!st) return false;
+    if (isDir && st.isDirectory()) return true;
+    rmSync(this.abs(rel), { recursive: true, force: true });
+    for (const d of this.safeDirs) if (d === rel || d.startsWith(`${rel}/`)) this.safeDirs.delete(d);
     return false;
   }
 
-  private async meta(path: string, h: Headers, isLink: boolean): Promise<void> {
-    if (IS_ROOT) await lchown(path, h.uid ?? 0, h.gid ?? 0);
-    if (!isLink) await chmod(path, (h.mode ?? 0o644) & 0o7777);
+  private meta(path: string, h: Headers, isLink: boolean): void {
+    if (IS_ROOT) lchownSync(path, h.uid ?? 0, h.gid ?? 0);
+    if (!isLink) chmodSync(path, (h.mode ?? 0o644) & 0o7777);
     const mtime = h.mtime ?? new Date(0);
-    await lutimes(path, mtime, mtime);
+    lutimesSync(path, mtime, mtime);
+  }
+
+  /** Creates a regular file from the entry's body; EEXIST (an earlier entry of the layer) is replaced. */
+  private async writeFile(rel: string, h: Headers, body: Readable): Promise<void> {
+    const path = this.abs(rel);
+    let fd: number;
+    try {
+      fd = openSync(path, 'wx', 0o600);
+    } catch (err) {
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      this.clearFor(rel, false);
+      fd = openSync(path, 'wx', 0o600);
+    }
+    try {
+      for await (const chunk of body) {
+        const b = chunk as Buffer;
+        this.size += b.length;
+        for (let off = 0; off < b.length; ) off += writeSync(fd, b, off);
+      }
+      if (IS_ROOT) fchownSync(fd, h.uid ?? 0, h.gid ?? 0);
+      // after chown, which clears set-id bits
+      fchmodSync(fd, (h.mode ?? 0o644) & 0o7777);
+      const mtime = h.mtime ?? new Date(0);
+      futimesSync(fd, mtime, mtime);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   private xattrs(rel: string, h: Headers): void {
@@ -174,7 +215,7 @@ class LayerWriter {
       const name = k.slice('SCHILY.xattr.'.length);
       // overlay's own xattrs inside a layer would let it forge whiteouts/redirects: never applied
       if (name.startsWith('trusted.overlay.')) continue;
-      this.special.push(`setfattr -h -n ${shq(name)} -v 0x${Buffer.from(v, 'latin1').toString('hex')} -- ${shq(this.abs(rel))} 2>/dev/null || true`);
+      this.special.push({ dir: parentOf(rel), line: `setfattr -h -n ${shq(name)} -v 0x${Buffer.from(v, 'latin1').toString('hex')} -- ${shq(this.abs(rel))} 2>/dev/null || true` });
     }
   }
 
@@ -185,20 +226,19 @@ class LayerWriter {
       body.resume();
       return;
     }
-    await this.ensureParents(parts, h.name);
+    this.ensureParents(parts, h.name);
     const base = parts[parts.length - 1];
     const parentRel = parts.slice(0, -1).join('/');
     if (base === OPAQUE) {
       body.resume();
-      this.special.push(`setfattr -n trusted.overlay.opaque -v y -- ${shq(this.abs(parentRel))} || echo FAIL ${shq(parentRel)}`);
+      this.special.push({ dir: parentRel, line: this.opaqueLine(parentRel) });
       return;
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {
       body.resume();
-      const rel = [...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/');
-      if (base.length === WHITEOUT_PREFIX.length) return;
-      await this.clearFor(rel, false);
-      this.whiteouts.push(rel);
+      // Same-layer entries are never hidden by a whiteout (it applies to lower layers only), whatever the
+      // order of entries: so nothing is removed here, see finish().
+      if (base.length > WHITEOUT_PREFIX.length) this.whiteouts.add([...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/'));
       return;
     }
     const rel = parts.join('/');
@@ -206,69 +246,55 @@ class LayerWriter {
     switch (h.type) {
       case 'directory': {
         body.resume();
-        if (!(await this.clearFor(rel, true))) await mkdir(path, { mode: 0o700 });
+        // try first, look only on EEXIST: most entries are new paths
+        if (!tryCreate(() => mkdirSync(path, { mode: 0o700 })) && !this.clearFor(rel, true)) mkdirSync(path, { mode: 0o700 });
         this.safeDirs.add(rel);
-        await this.meta(path, h, false);
-        this.dirTimes.push({ path, mtime: h.mtime ?? new Date(0) });
+        this.meta(path, h, false);
+        this.dirTimes.push({ rel, mtime: h.mtime ?? new Date(0) });
         break;
       }
       case 'file':
       case 'contiguous-file':
       case null:
       case undefined: {
-        await this.clearFor(rel, false);
-        const fh = await open(path, 'wx', 0o600);
-        try {
-          for await (const chunk of body) {
-            const b = chunk as Buffer;
-            this.size += b.length;
-            await fh.write(b);
-          }
-          if (IS_ROOT) await fh.chown(h.uid ?? 0, h.gid ?? 0);
-          await fh.chmod((h.mode ?? 0o644) & 0o7777);
-          const mtime = h.mtime ?? new Date(0);
-          await fh.utimes(mtime, mtime);
-        } finally {
-          await fh.close();
-        }
+        await this.writeFile(rel, h, body);
         break;
       }
       case 'symlink': {
         body.resume();
-        await this.clearFor(rel, false);
         // the target is stored as-is: it is only resolved inside the container's mount namespace
-        await symlink(h.linkname ?? '', path);
-        await this.meta(path, h, true);
+        if (!tryCreate(() => symlinkSync(h.linkname ?? '', path))) {
+          this.clearFor(rel, false);
+          symlinkSync(h.linkname ?? '', path);
+        }
+        this.meta(path, h, true);
         break;
       }
       case 'link': {
         body.resume();
         const target = cleanPath(h.linkname ?? '');
         if (target.length === 0) throw invalidArgument(`layer hardlink "${h.name}" has an empty target`);
-        await this.ensureParents(target, h.linkname ?? '');
+        this.ensureParents(target, h.linkname ?? '');
         const tpath = this.abs(target.join('/'));
-        let st;
-        try {
-          st = await lstat(tpath);
-        } catch {
-          throw invalidArgument(`layer hardlink "${h.name}" points at "${h.linkname}", which is not in this layer`);
-        }
+        const st = lstatOrUndefined(tpath);
+        if (!st) throw invalidArgument(`layer hardlink "${h.name}" points at "${h.linkname}", which is not in this layer`);
         if (st.isDirectory()) throw invalidArgument(`layer hardlink "${h.name}" points at a directory`);
         if (tpath === path) break;
-        await this.clearFor(rel, false);
-        await link(tpath, path);
+        this.clearFor(rel, false);
+        linkSync(tpath, path);
         break;
       }
       case 'character-device':
       case 'block-device':
       case 'fifo': {
         body.resume();
-        await this.clearFor(rel, false);
+        this.clearFor(rel, false);
         const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
         const mode = ((h.mode ?? 0o644) & 0o7777).toString(8);
-        this.special.push(
-          `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`,
-        );
+        this.special.push({
+          dir: parentRel,
+          line: `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`,
+        });
         break;
       }
       default:
@@ -279,30 +305,85 @@ class LayerWriter {
     this.xattrs(rel, h);
   }
 
-  async finish(): Promise<void> {
-    for (const rel of this.whiteouts) {
-      // a later entry of the same layer may have recreated the path: then it is not hidden
-      this.special.push(`[ -e ${shq(this.abs(rel))} ] || [ -L ${shq(this.abs(rel))} ] || mknod -- ${shq(this.abs(rel))} c 0 0 || echo FAIL ${shq(rel)}`);
+  private opaqueLine(rel: string): string {
+    return `setfattr -n trusted.overlay.opaque -v y -- ${shq(this.abs(rel))} || echo FAIL ${shq(rel)}`;
+  }
+
+  /** Whether rel and all its parents are still real directories (not symlinks) of this layer. */
+  private realDir(rel: string, cache: Map<string, boolean>): boolean {
+    let cur = '';
+    for (const p of rel === '' ? [] : rel.split('/')) {
+      cur = cur === '' ? p : `${cur}/${p}`;
+      let ok = cache.get(cur);
+      if (ok === undefined) {
+        ok = lstatOrUndefined(this.abs(cur))?.isDirectory() === true;
+        cache.set(cur, ok);
+      }
+      if (!ok) return false;
     }
-    if (this.special.length > 0) {
-      const res = await run('sh', ['-s'], { input: this.special.join('\n') + '\n', timeoutMs: 120_000 });
+    return true;
+  }
+
+  async finish(): Promise<void> {
+    const cache = new Map<string, boolean>();
+    const lines: string[] = [];
+    for (const op of this.special) if (this.realDir(op.dir, cache)) lines.push(op.line);
+    for (const rel of this.whiteouts) {
+      if (!this.realDir(parentOf(rel), cache)) continue;
+      const st = lstatOrUndefined(this.abs(rel));
+      // nothing of this layer there: an overlay whiteout; a directory of this layer replaces the lower one
+      // entirely, so it is opaque; a file of this layer simply replaces the lower entry
+      if (!st) lines.push(`mknod -- ${shq(this.abs(rel))} c 0 0 || echo FAIL ${shq(rel)}`);
+      else if (st.isDirectory()) lines.push(this.opaqueLine(rel));
+    }
+    if (lines.length > 0) {
+      const res = await run('sh', ['-s'], { input: lines.join('\n') + '\n', timeoutMs: 120_000 });
       for (const line of res.stdout.split('\n')) {
         if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
-        if (line.startsWith('FAIL ')) throw internal(`could not create the overlay whiteout for "${line.slice(5)}": ${res.stderr.trim().slice(0, 300)}`);
+        if (line.startsWith('FAIL ')) throw internal(`could not create the overlay whiteout or opaque marker for "${line.slice(5)}": ${res.stderr.trim().slice(0, 300)}`);
       }
     }
     // directory mtimes last: creating their children changed them
-    for (const d of this.dirTimes.reverse()) await lutimes(d.path, d.mtime, d.mtime).catch(() => undefined);
+    for (const d of this.dirTimes.reverse()) {
+      if (this.realDir(d.rel, cache)) lutimesSync(this.abs(d.rel), d.mtime, d.mtime);
+    }
   }
 }
 
+/** Runs a create call; false when something already exists at the path (EEXIST), other errors thrown. */
+function tryCreate(create: () => void): boolean {
+  try {
+    create();
+    return true;
+  } catch (err) {
+    if (errnoCode(err) === 'EEXIST') return false;
+    throw err;
+  }
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    // no exception for the common "not there yet": building one per entry showed in profiles
+    return lstatSync(path, { throwIfNoEntry: false });
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+function parentOf(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? '' : rel.slice(0, i);
+}
+
 /** Unpacks a (possibly compressed) layer stream into the empty directory `dest`. */
-export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string): Promise<UnpackResult> {
-  const { stream, done } = await decompress(body);
+export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  const { stream, done } = await decompress(body, mediaType);
   const hash = createHash('sha256');
   const hasher = new Transform({
     transform(chunk: Buffer, _e, cb) {
       hash.update(chunk);
+      streamed.add(chunk.length);
       cb(null, chunk);
     },
   });
@@ -329,4 +410,54 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
     throw invalidArgument(`layer content has diff_id ${diffId}, the image config says ${expectedDiffId}`);
   }
   return { diffId, size: writer.size, skippedDevices: writer.skippedDevices };
+}
+
+/** What the worker posts back: the result, or the error's kind and message. */
+export type UnpackReply = { ok: true; res: UnpackResult } | { ok: false; kind: ErrorKind; message: string };
+
+const WORKER = fileURLToPath(new URL('./unpack-worker.js', import.meta.url));
+
+/**
+ * Unpacks the layer blob `file` into `dest` in a worker thread: the tar parsing and the synchronous file system
+ * calls then run beside the daemon's event loop (and beside other layers' unpacks), never blocking it.
+ * Run from TypeScript sources (tests) there is no compiled worker, so it unpacks in this thread instead.
+ */
+export async function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  if (!existsSync(WORKER)) return unpackLayer(createReadStream(file), dest, expectedDiffId, mediaType);
+  // each worker is an isolate of its own (~10 MB): no more of them than there are cores to run them
+  while (activeWorkers >= MAX_WORKERS) await new Promise<void>((r) => workerQueue.push(r));
+  activeWorkers++;
+  try {
+    return await runWorker(file, dest, expectedDiffId, mediaType);
+  } finally {
+    activeWorkers--;
+    workerQueue.shift()?.();
+  }
+}
+
+const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism()));
+let activeWorkers = 0;
+const workerQueue: (() => void)[] = [];
+
+function runWorker(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  return new Promise((resolve, reject) => {
+    // small heaps: layer data streams through in chunks, nothing large is ever held
+    const w = new Worker(WORKER, { workerData: { file, dest, expectedDiffId, mediaType }, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 } });
+    let settled = false;
+    w.once('message', (m: UnpackReply) => {
+      settled = true;
+      if (m.ok) resolve(m.res);
+      else reject(new SkiffError(m.kind, m.message, { path: dest }));
+    });
+    w.once('error', (e) => {
+      if (settled) return;
+      settled = true;
+      reject(internal(`layer unpack worker failed: ${e.message}`, { path: dest }, e));
+    });
+    w.once('exit', (code) => {
+      if (settled) return;
+      settled = true;
+      reject(internal(`layer unpack worker exited with code ${code}`, { path: dest }));
+    });
+  });
 }

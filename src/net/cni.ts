@@ -21,6 +21,8 @@ export interface CniNetworkList {
   plugins: Json[];
   /** The file it came from (for messages only). */
   file: string;
+  /** the list's `disableCheck`: the runtime must not call CHECK for it */
+  disableCheck?: boolean;
 }
 
 /** What one pod asks of the network: ids, netns, and the runtime (capability) arguments. */
@@ -78,7 +80,42 @@ export function parseNetworkList(doc: unknown, file: string): CniNetworkList {
     if (typeof p !== 'object' || p === null || typeof (p as Json).type !== 'string' || !/^[a-zA-Z0-9_.-]+$/.test((p as Json).type as string))
       throw bad('every plugin needs a "type" naming a plugin binary');
   }
-  return { cniVersion: version, name: d.name, plugins: plugins as Json[], file };
+  if (d.disableCheck !== undefined && typeof d.disableCheck !== 'boolean') throw bad('"disableCheck" must be true or false');
+  return { cniVersion: version, name: d.name, plugins: plugins as Json[], file, ...(d.disableCheck === true ? { disableCheck: true } : {}) };
+}
+
+/** Plugin binaries a list needs: each plugin's type and, where it delegates addresses, its IPAM type. */
+export function pluginTypes(net: CniNetworkList): string[] {
+  const types: string[] = [];
+  for (const p of net.plugins) {
+    types.push(p.type as string);
+    const ipam = p.ipam as Json | undefined;
+    if (typeof ipam?.type === 'string' && ipam.type !== '') types.push(ipam.type);
+  }
+  return [...new Set(types)];
+}
+
+/**
+ * Whether pods can get a network: a valid first config whose plugins (and IPAM plugins) are all
+ * installed. `message` says what is wrong (for the NetworkReady condition).
+ */
+export async function networkReadiness(confDir: string, binDirs: readonly string[]): Promise<{ ready: boolean; message: string }> {
+  let net: CniNetworkList | undefined;
+  try {
+    net = await loadCniNetwork(confDir);
+  } catch (err) {
+    return { ready: false, message: errorMessage(err) };
+  }
+  if (!net) return { ready: false, message: `no CNI network config found in ${confDir}` };
+  const runner = new CniRunner(binDirs);
+  for (const type of pluginTypes(net)) {
+    try {
+      await runner.pluginPath(type);
+    } catch (err) {
+      return { ready: false, message: `CNI config ${net.file}: ${errorMessage(err)}` };
+    }
+  }
+  return { ready: true, message: '' };
 }
 
 export interface CniPluginError {
@@ -90,7 +127,7 @@ export interface CniPluginError {
 export class CniRunner {
   constructor(private readonly binDirs: readonly string[]) {}
 
-  private async pluginPath(type: string): Promise<string> {
+  async pluginPath(type: string): Promise<string> {
     for (const dir of this.binDirs) {
       const found = await lookPath(join(dir, type));
       if (found) return found;
@@ -170,10 +207,14 @@ export class CniRunner {
     return failures;
   }
 
-  /** CHECK (spec ≥ 0.4.0): throws when the network of the attachment is not what ADD made. */
-  async check(net: CniNetworkList, att: CniAttachment, prevResult: unknown): Promise<void> {
-    if (net.cniVersion.startsWith('0.3')) return;
+  /**
+   * CHECK (spec ≥ 0.4.0) through the whole list: throws when the network of the attachment is not what ADD
+   * made. Returns false when CHECK does not apply (0.3.x, or the list disables it) and nothing was run.
+   */
+  async check(net: CniNetworkList, att: CniAttachment, prevResult: unknown): Promise<boolean> {
+    if (net.cniVersion.startsWith('0.3') || net.disableCheck) return false;
     for (const plugin of net.plugins) await this.exec('CHECK', net, plugin, att, prevResult);
+    return true;
   }
 }
 

@@ -222,7 +222,7 @@ export class ConmonDriver implements RuntimeDriver {
 
   async exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult> {
     const rt = await this.runtime(ref.handler);
-    return runExec({ binary: rt.binary, global: rt.global, id: ref.id, bundle: ref.bundle }, opts);
+    return runExec({ conmon: await this.conmon(), runtime: rt.binary, runtimeArgs: rt.global, id: ref.id, bundle: ref.bundle, socketDir: this.opts.socketDir }, opts);
   }
 
   async execStreaming(ref: RuntimeRef, opts: { process: OciProcess; tty: boolean }, io: CommandIo): Promise<number> {

@@ -9,11 +9,18 @@ import { rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { CommandIo } from '../stream/backend.js';
-import type { ExecTarget } from './exec-sync.js';
 import type { OciProcess } from './spec/types.js';
 import { runProcessWithIo } from './process-io.js';
 
-export async function runStreamingExec(t: ExecTarget, proc: OciProcess, tty: boolean, io: CommandIo): Promise<number> {
+export interface StreamExecTarget {
+  /** the runtime binary (runc, crun) and its global args (--root, …) */
+  binary: string;
+  global: string[];
+  id: string;
+  bundle: string;
+}
+
+export async function runStreamingExec(t: StreamExecTarget, proc: OciProcess, tty: boolean, io: CommandIo): Promise<number> {
   const tag = randomBytes(6).toString('hex');
   const procFile = join(t.bundle, `exec-${tag}.json`);
   const pidFile = join(t.bundle, `exec-${tag}.pid`);

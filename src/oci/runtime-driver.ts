@@ -43,8 +43,10 @@ export interface ExecOptions {
   process: OciProcess;
   /** 0 = no timeout */
   timeoutMs: number;
-  /** bytes kept per stream; the rest is read and dropped */
+  /** bytes kept of stdout and stderr together; the rest is read and dropped */
   maxOutputBytes: number;
+  /** aborting kills the exec'd process (the caller went away) */
+  signal?: AbortSignal;
 }
 
 export interface ExecResult {

@@ -4,6 +4,7 @@
 import { mkdir, readFile, rmdir, writeFile, stat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { invalidArgument, errnoCode } from '../errors.js';
+import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -94,6 +95,95 @@ export async function removeCgroupDirs(dirs: readonly string[]): Promise<void> {
         }
         throw err;
       }
+    }
+  }
+}
+
+/** Limits for a pod cgroup skiff owns; absent = unlimited. */
+export interface CgroupLimits {
+  memoryBytes?: number;
+  cpuPeriod?: number;
+  cpuQuota?: number;
+  cpuShares?: number;
+}
+
+type Resources = Pick<LinuxContainerResources__Output, 'cpu_period' | 'cpu_quota' | 'cpu_shares' | 'memory_limit_in_bytes'>;
+
+const DEFAULT_CPU_PERIOD = 100_000;
+const MAX_CPU_SHARES = 262_144;
+
+/**
+ * The pod's cap: `resources` (the sum of its containers' limits, as kubelet sends it) plus `overhead`.
+ * A dimension the resources leave unlimited stays unlimited (an overhead alone caps nothing). The
+ * overhead's CPU quota is rescaled to the resources' period.
+ */
+export function podCgroupLimits(resources: Resources | null | undefined, overhead: Resources | null | undefined): CgroupLimits {
+  const num = (v: string | undefined, what: string) => {
+    const n = Number(v ?? 0);
+    if (!Number.isSafeInteger(n)) throw invalidArgument(`pod ${what} "${v}" is out of range`);
+    return n;
+  };
+  const out: CgroupLimits = {};
+  if (!resources) return out;
+  const mem = num(resources.memory_limit_in_bytes, 'memory_limit_in_bytes');
+  if (mem > 0) out.memoryBytes = mem + Math.max(0, num(overhead?.memory_limit_in_bytes, 'overhead memory_limit_in_bytes'));
+  const quota = num(resources.cpu_quota, 'cpu_quota');
+  if (quota > 0) {
+    const period = num(resources.cpu_period, 'cpu_period') || DEFAULT_CPU_PERIOD;
+    if (period < 1000 || period > 1_000_000) throw invalidArgument(`pod cpu_period ${period} must be 1000-1000000 µs`);
+    const ovQuota = Math.max(0, num(overhead?.cpu_quota, 'overhead cpu_quota'));
+    const ovPeriod = num(overhead?.cpu_period, 'overhead cpu_period') || DEFAULT_CPU_PERIOD;
+    out.cpuPeriod = period;
+    out.cpuQuota = quota + Math.round((ovQuota * period) / ovPeriod);
+  }
+  const shares = num(resources.cpu_shares, 'cpu_shares');
+  if (shares > 0) out.cpuShares = Math.min(MAX_CPU_SHARES, shares + Math.max(0, num(overhead?.cpu_shares, 'overhead cpu_shares')));
+  return out;
+}
+
+/** cgroup v2 cpu.weight for v1 cpu.shares (the conversion runc and crun use, integer division). */
+export function sharesToWeight(shares: number): number {
+  return 1 + Math.floor(((shares - 2) * 9999) / 262_142);
+}
+
+/**
+ * A systemd slice name as its path in a cgroup hierarchy: each '-' opens a level, so
+ * "kubepods-burstable-pod1.slice" lives at /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice
+ * ("-.slice" is the root). Invalid names (empty levels, characters systemd refuses) are INVALID_ARGUMENT.
+ */
+export function expandSlice(slice: string): string {
+  const bad = () => invalidArgument(`"${slice}" is not a systemd slice name`, { path: slice });
+  if (slice === '-.slice') return '/';
+  if (!slice.endsWith('.slice')) throw bad();
+  const base = slice.slice(0, -'.slice'.length);
+  if (!/^[a-zA-Z0-9:_.\\-]+$/.test(base) || base.split('-').some((part) => part === '')) throw bad();
+  const parts = base.split('-');
+  return parts.map((_p, i) => `/${parts.slice(0, i + 1).join('-')}.slice`).join('');
+}
+
+/** Where a pod's cgroup parent lives below each hierarchy's mount point, for either driver. */
+export function cgroupFsPath(driver: 'cgroupfs' | 'systemd', parent: string): string {
+  return driver === 'systemd' ? expandSlice(parent) : parent;
+}
+
+/** Writes the limits into the given pod dirs, each file only where its controller is (v1 or v2). */
+export async function applyCgroupLimits(dirs: readonly string[], limits: CgroupLimits): Promise<void> {
+  for (const dir of dirs) {
+    const has = (file: string) => exists(join(dir, file));
+    const put = (file: string, value: string) => writeFile(join(dir, file), value);
+    if (limits.memoryBytes !== undefined) {
+      if (await has('memory.limit_in_bytes')) await put('memory.limit_in_bytes', String(limits.memoryBytes));
+      else if (await has('memory.max')) await put('memory.max', String(limits.memoryBytes));
+    }
+    if (limits.cpuQuota !== undefined && limits.cpuPeriod !== undefined) {
+      if (await has('cpu.cfs_quota_us')) {
+        await put('cpu.cfs_period_us', String(limits.cpuPeriod));
+        await put('cpu.cfs_quota_us', String(limits.cpuQuota));
+      } else if (await has('cpu.max')) await put('cpu.max', `${limits.cpuQuota} ${limits.cpuPeriod}`);
+    }
+    if (limits.cpuShares !== undefined) {
+      if (await has('cpu.shares')) await put('cpu.shares', String(limits.cpuShares));
+      else if (await has('cpu.weight')) await put('cpu.weight', String(sharesToWeight(limits.cpuShares)));
     }
   }
 }

@@ -2,7 +2,7 @@
 // Every state change of a pod runs under that pod's mutex and ends in an atomically written record.
 // Teardown is one idempotent routine used by stop, remove, a failed run and recovery alike.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, readdir } from 'node:fs/promises';
+import { mkdir, rm, readdir, readFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
@@ -11,18 +11,30 @@ import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfi
 import type { ContainerStatus } from '../gen/runtime/v1/ContainerStatus.js';
 import type { PodRecord } from '../store/records.js';
 import { RecordStore } from '../store/record-store.js';
+import { writeJsonAtomic } from '../store/atomic.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { lookPath } from '../util/which.js';
+import { findByIdOrPrefix } from '../util/id-prefix.js';
 import { nowNanos } from '../events/bus.js';
 import { CniRunner, loadCniNetwork, podIpsFromResult, type CniAttachment } from '../net/cni.js';
 import { planPod, type PodPlan } from './plan.js';
 import { pinNamespaces, unpinNamespace, startPidInit, stopPidInit, isPinned, pidInitAlive } from './namespaces.js';
 import { ensurePrivateMount, mountTmpfs, unmountAll, mountsUnder } from './mounts.js';
-import { createCgroup, removeCgroupDirs } from './cgroups.js';
+import { createCgroup, removeCgroupDirs, applyCgroupLimits } from './cgroups.js';
 import { applySysctls } from './sysctls.js';
 import { writePodFiles } from './files.js';
 import { validatePodRecord } from './record-check.js';
-import { alreadyExists, cancelled, failedPrecondition, internal, invalidArgument, notFound, errorMessage } from '../errors.js';
+import { alreadyExists, cancelled, failedPrecondition, internal, notFound, errorMessage } from '../errors.js';
+
+/** The copy of a pod's record kept in its runtime dir (see save). */
+const RECORD_COPY = 'record.json';
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
 
 /** Size of the per-pod /dev/shm, as kubelet and other runtimes default it. */
 const SHM_OPTIONS = 'rw,nosuid,nodev,noexec,mode=1777,size=64m';
@@ -84,6 +96,7 @@ export class PodManager {
     const m = new PodManager(config, handlers, log.child({ subsystem: 'pods' }));
     await ensurePrivateMount(m.podsDir);
     await m.recover();
+    m.checkAllNetworks().catch((err: unknown) => m.log.warn({ err: errorMessage(err) }, 'CNI CHECK of recovered pods stopped'));
     return m;
   }
 
@@ -100,12 +113,7 @@ export class PodManager {
   }
 
   find(idOrPrefix: string): PodRecord | undefined {
-    if (idOrPrefix === '') throw invalidArgument('pod sandbox id is required');
-    const exact = this.pods.get(idOrPrefix);
-    if (exact) return exact;
-    const matches = [...this.pods.values()].filter((p) => p.id.startsWith(idOrPrefix));
-    if (matches.length > 1) throw invalidArgument(`pod sandbox id prefix "${idOrPrefix}" is ambiguous`, { pod: idOrPrefix });
-    return matches[0];
+    return findByIdOrPrefix(this.pods, idOrPrefix, 'pod sandbox', 'pod');
   }
 
   list(): PodRecord[] {
@@ -156,19 +164,35 @@ export class PodManager {
     const log = this.log.child({ pod: id });
     try {
       await this.locks.run(id, async () => {
-        const step = async (what: string, fn: () => Promise<void>) => {
+        /**
+         * One setup step, then what must survive a crash right after it: 'disk' = the record (before
+         * anything a reboot would not clear, i.e. CNI ADD), 'copy' = the copy in the pod dir (what a
+         * start-up needs to release things outside that dir: cgroup, CNI result, init process), 'none' =
+         * nothing new outside the dir (whatever is mounted below it is found and undone anyway).
+         */
+        const step = async (what: string, persist: 'disk' | 'copy' | 'none', fn: () => Promise<void>) => {
           if (req.signal?.aborted) throw cancelled('RunPodSandbox cancelled by the client; undone', { pod: id });
+          const started = performance.now();
           try {
             await fn();
           } catch (err) {
             throw err instanceof Error && 'kind' in err ? err : internal(`pod setup failed at ${what}: ${errorMessage(err)}`, { pod: id }, err);
           }
-          await this.store.save(id, pod);
+          const done = performance.now();
+          if (persist === 'disk') await this.save(pod);
+          else if (persist === 'copy') await this.saveCopy(pod);
+          log.debug({ step: what, ms: Math.round(done - started), saveMs: Math.round(performance.now() - done) }, 'pod setup step');
         };
-        await step('record', async () => mkdir(dir, { recursive: true, mode: 0o711 }).then(() => undefined));
-        if (this.config.cgroupDriver === 'cgroupfs') await step('cgroup', async () => void (pod.cgroupDirs = await createCgroup(plan.cgroupParent)));
-        await step('namespaces', () => this.makeNamespaces(pod, plan));
-        await step('shm', async () => {
+        await step('record', 'none', async () => mkdir(dir, { recursive: true, mode: 0o711 }).then(() => undefined));
+        if (this.config.cgroupDriver === 'cgroupfs') {
+          await step('cgroup', 'copy', async () => {
+            pod.cgroupDirs = await createCgroup(plan.cgroupParent);
+            // Only a cgroup skiff made is capped here; an existing parent (kubelet's) has its own limits.
+            await applyCgroupLimits(pod.cgroupDirs, plan.limits);
+          });
+        }
+        await step('namespaces', 'none', () => this.makeNamespaces(pod, plan));
+        await step('shm', 'none', async () => {
           if (plan.hostIpc) pod.files.shm = '/dev/shm';
           else {
             await mountTmpfs(join(dir, 'shm'), SHM_OPTIONS);
@@ -177,27 +201,27 @@ export class PodManager {
         });
         if (network) {
           // Persisted before ADD: a crash in the middle of ADD still gets its DEL at recovery.
-          await step('cni-record', async () => void (pod.cni = { network, attached: true }));
-          await step('cni-add', async () => {
+          await step('cni-record', 'disk', async () => void (pod.cni = { network, attached: true }));
+          await step('cni-add', 'copy', async () => {
             pod.cniResult = await this.cni.add(network, this.attachment(pod, plan));
             pod.ips = podIpsFromResult(pod.cniResult);
           });
         }
-        await step('sysctls', () => applySysctls(plan.sysctls, pod.namespaces));
+        await step('sysctls', 'none', () => applySysctls(plan.sysctls, pod.namespaces));
         if (plan.podPid) {
-          await step('pid-init', async () => {
+          await step('pid-init', 'copy', async () => {
             const init = await startPidInit(join(dir, 'ns'), { net: pod.namespaces.net, ipc: pod.namespaces.ipc, uts: pod.namespaces.uts }, catatonit!);
             Object.assign(pod.namespaces, { pid: init.file, pidInitPid: init.pid, pidInitStartTime: init.startTime });
           });
         }
-        await step('files', async () => {
+        await step('files', 'none', async () => {
           const files = await writePodFiles(dir, { hostname: plan.hostname, hostNetwork: plan.hostNetwork, ips: pod.ips, dns: req.config.dns_config });
           Object.assign(pod.files, files);
         });
         if (req.signal?.aborted) throw cancelled('RunPodSandbox cancelled by the client; undone', { pod: id });
         pod.state = 'ready';
         delete pod.creating;
-        await this.store.save(id, pod);
+        await this.save(pod);
         this.pods.set(id, pod);
       });
       log.info({ name: req.config.metadata!.name, ips: pod.ips }, 'pod sandbox ready');
@@ -205,7 +229,32 @@ export class PodManager {
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'pod sandbox setup failed; undoing it');
       await this.locks.run(id, () => this.destroy(pod, log));
+      log.info('pod sandbox setup undone');
       throw err;
+    }
+  }
+
+  /**
+   * Writes the record, and a copy into the pod's runtime dir: should the record ever be lost or damaged,
+   * start-up still finds in the copy what the pod holds (network, cgroup, init) and releases it.
+   */
+  private async save(pod: PodRecord): Promise<void> {
+    await this.store.save(pod.id, pod);
+    await this.saveCopy(pod);
+  }
+
+  private async saveCopy(pod: PodRecord): Promise<void> {
+    // No dir (gone with a reboot's tmpfs): nothing there to release later either, and no copy to keep.
+    if (pod.dir && (await exists(pod.dir))) await writeJsonAtomic(join(pod.dir, RECORD_COPY), pod);
+  }
+
+  /** The copy of a record in its pod dir, when it is whole and belongs there. */
+  private async readCopy(dir: string, id: string): Promise<PodRecord | undefined> {
+    try {
+      const copy = validatePodRecord(JSON.parse(await readFile(join(dir, RECORD_COPY), 'utf8')));
+      return copy.id === id && copy.dir === dir ? copy : undefined;
+    } catch {
+      return undefined;
     }
   }
 
@@ -293,7 +342,7 @@ export class PodManager {
       await this.children.stopAll(pod);
       const problems = await this.release(pod);
       pod.state = 'notready';
-      await this.store.save(pod.id, pod);
+      await this.save(pod);
       if (problems.length > 0) throw internal(`stopping pod sandbox: ${problems.join('; ')}`, { pod: pod.id });
     });
   }
@@ -310,12 +359,31 @@ export class PodManager {
     });
   }
 
-  /** CNI CHECK of a ready pod: throws when its network is no longer what ADD made. */
-  async checkNetwork(idOrPrefix: string): Promise<void> {
+  /**
+   * CNI CHECK of a ready pod's network: 'ok', why it was not run, or "CNI CHECK failed …" with the
+   * plugin's words. Never throws for a failed check: the answer is the result.
+   */
+  async checkNetwork(idOrPrefix: string): Promise<string> {
     const pod = this.get(idOrPrefix);
-    if (!pod.cni?.attached || pod.state !== 'ready') return;
+    if (pod.state !== 'ready') return 'not run: the pod is not ready';
+    if (!pod.cni?.attached) return 'not run: the pod has no CNI network';
     const plan = planPod(pod.config, { cgroupDriver: this.config.cgroupDriver, defaultCgroupParent: this.config.cgroupParent, podId: pod.id });
-    await this.cni.check(pod.cni.network, this.attachment(pod, plan), pod.cniResult);
+    try {
+      const ran = await this.cni.check(pod.cni.network, this.attachment(pod, plan), pod.cniResult);
+      if (ran) return 'ok';
+      return pod.cni.network.disableCheck ? 'disabled by the network config' : `not supported by CNI spec ${pod.cni.network.cniVersion}`;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  /** After a restart: CHECK every ready pod's network once, in the background, and log what is broken. */
+  private async checkAllNetworks(): Promise<void> {
+    for (const pod of this.list()) {
+      if (pod.state !== 'ready' || !pod.cni?.attached) continue;
+      const result = await this.locks.run(pod.id, () => (this.pods.has(pod.id) ? this.checkNetwork(pod.id) : Promise.resolve('ok')));
+      if (result.startsWith('CNI CHECK failed')) this.log.warn({ pod: pod.id, problem: result }, 'pod network is not what CNI ADD made');
+    }
   }
 
   /**
@@ -331,7 +399,8 @@ export class PodManager {
       try {
         if (pod.creating) {
           log.warn('pod was being created when the daemon stopped; undoing it');
-          await this.destroy(pod, log);
+          // the copy knows the steps done after the record was last written (cgroup dirs, init, CNI result)
+          await this.destroy((pod.dir && (await this.readCopy(pod.dir, pod.id))) || pod, log);
           continue;
         }
         this.pods.set(pod.id, pod);
@@ -340,7 +409,7 @@ export class PodManager {
           log.warn('pod namespaces are gone; marking it NOTREADY');
           await this.release(pod);
           pod.state = 'notready';
-          await this.store.save(pod.id, pod);
+          await this.save(pod);
         }
       } catch (err) {
         log.error({ err: errorMessage(err) }, 'could not recover pod; it is left as found');
@@ -354,11 +423,33 @@ export class PodManager {
     }
     for (const name of dirs) {
       if (this.pods.has(name)) continue;
-      const dir = join(this.podsDir, name);
-      this.log.warn({ dir }, 'pod dir without a record; cleaning it up');
-      for (const m of (await mountsUnder(dir)).reverse()) await unmountAll(m).catch(() => undefined);
-      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      await this.cleanOrphanDir(name).catch((err: unknown) => this.log.error({ dir: join(this.podsDir, name), err: errorMessage(err) }, 'could not clean up a pod dir without a record'));
     }
+  }
+
+  /**
+   * A pod dir without a (valid) record: its record was lost or damaged. The copy in the dir says what to
+   * release; without one, CNI DEL with the current network still frees the IP lease and port mappings.
+   */
+  private async cleanOrphanDir(name: string): Promise<void> {
+    const dir = join(this.podsDir, name);
+    const log = this.log.child({ pod: name });
+    const copy = await this.readCopy(dir, name);
+    if (copy) {
+      log.warn({ dir }, 'pod dir without a record; releasing the pod from the copy in its dir');
+      await this.destroy(copy, log);
+      return;
+    }
+    log.warn({ dir }, 'pod dir without a record or copy; releasing its network and deleting it');
+    const network = /^[0-9a-f]{64}$/.test(name) ? await loadCniNetwork(this.config.cni.confDir).catch(() => undefined) : undefined;
+    if (network) {
+      const netns = join(dir, 'ns', 'net');
+      const att = { containerId: name, netns: (await isPinned(netns)) ? netns : '', ifName: 'eth0', args: {}, capabilityArgs: {} };
+      const failures = await this.cni.del(network, att, undefined);
+      if (failures.length > 0) log.warn({ failures }, 'CNI DEL of an orphaned pod failed');
+    }
+    for (const m of (await mountsUnder(dir)).reverse()) await unmountAll(m).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
   }
 
   private async intact(pod: PodRecord): Promise<boolean> {

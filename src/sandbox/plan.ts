@@ -4,11 +4,12 @@
 import { hostname as hostHostname } from 'node:os';
 import type { PodSandboxConfig__Output } from '../gen/runtime/v1/PodSandboxConfig.js';
 import type { NamespaceMode__Output } from '../gen/runtime/v1/NamespaceMode.js';
+import type { LinuxSandboxSecurityContext__Output } from '../gen/runtime/v1/LinuxSandboxSecurityContext.js';
 import type { CgroupDriver } from '../config/config.js';
 import type { CniBandwidth, CniPortMapping } from '../net/cni.js';
 import type { IdMapping } from '../store/records.js';
 import { checkSysctls, type CheckedSysctl } from './sysctls.js';
-import { checkCgroupfsPath } from './cgroups.js';
+import { checkCgroupfsPath, expandSlice, podCgroupLimits, type CgroupLimits } from './cgroups.js';
 import { invalidArgument } from '../errors.js';
 
 export interface PodPlan {
@@ -20,6 +21,8 @@ export interface PodPlan {
   hostname: string;
   sysctls: CheckedSysctl[];
   cgroupParent: string;
+  /** caps for the pod cgroup when skiff creates it (resources + overhead) */
+  limits: CgroupLimits;
   portMappings: CniPortMapping[];
   bandwidth?: CniBandwidth;
   cniArgs: Record<string, string>;
@@ -75,9 +78,30 @@ function idMappings(list: { host_id: number; container_id: number; length: numbe
   });
 }
 
+/**
+ * The sandbox security context. Without a pause container there is no sandbox process to confine, but
+ * what the pod asks is still checked here (and kept in the record for its containers), so nonsense fails
+ * at RunPodSandbox and not later at CreateContainer.
+ */
+function checkSecurityContext(sc: LinuxSandboxSecurityContext__Output | null | undefined): void {
+  if (!sc) return;
+  if (sc.run_as_group && !sc.run_as_user) throw invalidArgument('security_context: run_as_group is set without run_as_user');
+  for (const [what, v] of [['run_as_user', sc.run_as_user], ['run_as_group', sc.run_as_group]] as const) {
+    if (v && !/^\d+$/.test(v.value)) throw invalidArgument(`security_context: ${what} ${v.value} must be a non-negative id`);
+  }
+  for (const [what, prof] of [['seccomp', sc.seccomp], ['apparmor', sc.apparmor]] as const) {
+    if (prof && String(prof.profile_type) === 'Localhost' && prof.localhost_ref === '')
+      throw invalidArgument(`security_context: ${what} profile type Localhost needs localhost_ref`);
+  }
+  const path = sc.seccomp_profile_path;
+  if (path !== '' && !['unconfined', 'runtime/default', 'docker/default'].includes(path) && !(path.startsWith('localhost/') && path.length > 'localhost/'.length))
+    throw invalidArgument(`security_context: seccomp_profile_path "${path}" must be unconfined, runtime/default or localhost/<path>`);
+}
+
 export function planPod(config: PodSandboxConfig__Output, opts: { cgroupDriver: CgroupDriver; defaultCgroupParent: string; podId: string }): PodPlan {
   const meta = config.metadata;
   if (!meta || meta.name === '') throw invalidArgument('pod sandbox metadata.name is required');
+  checkSecurityContext(config.linux?.security_context);
   const nsOpts = config.linux?.security_context?.namespace_options ?? null;
   const net = mode(nsOpts?.network);
   const ipc = mode(nsOpts?.ipc);
@@ -97,9 +121,16 @@ export function planPod(config: PodSandboxConfig__Output, opts: { cgroupDriver: 
   if (opts.cgroupDriver === 'cgroupfs') {
     cgroupParent = cgroupParent === '' ? `${checkCgroupfsPath(opts.defaultCgroupParent)}/pod-${opts.podId}` : checkCgroupfsPath(cgroupParent);
   } else if (cgroupParent === '') {
-    cgroupParent = opts.defaultCgroupParent;
-  } else if (!/^[a-zA-Z0-9_.:-]+\.slice$/.test(cgroupParent)) {
-    throw invalidArgument(`cgroup_parent "${cgroupParent}" must be a systemd slice name (the systemd cgroup driver is configured)`);
+    // A slice of the pod's own below the configured one (a cgroupfs-style default means skiff.slice).
+    const base = opts.defaultCgroupParent.endsWith('.slice') && opts.defaultCgroupParent !== '-.slice' ? opts.defaultCgroupParent.slice(0, -'.slice'.length) : 'skiff';
+    cgroupParent = `${base}-pod${opts.podId}.slice`;
+    expandSlice(cgroupParent);
+  } else {
+    try {
+      expandSlice(cgroupParent);
+    } catch {
+      throw invalidArgument(`cgroup_parent "${cgroupParent}" must be a systemd slice name (the systemd cgroup driver is configured)`);
+    }
   }
 
   let uidMappings: IdMapping[] | undefined;
@@ -120,6 +151,7 @@ export function planPod(config: PodSandboxConfig__Output, opts: { cgroupDriver: 
     hostname,
     sysctls,
     cgroupParent,
+    limits: podCgroupLimits(config.linux?.resources, config.linux?.overhead),
     portMappings: hostNetwork ? [] : portMappingsOf(config),
     bandwidth: hostNetwork ? undefined : bandwidthOf(config.annotations),
     cniArgs: {

@@ -15,13 +15,16 @@ export interface CheckedSysctl {
 
 const IPC_KEYS = /^kernel\.(shm[a-z_]+|msg[a-z_]+|sem)$|^fs\.mqueue\.[a-z_]+$/;
 
+const swapDotsAndSlashes = (s: string) => s.replace(/[./]/g, (c) => (c === '.' ? '/' : '.'));
+
 /**
- * kubelet's sysctl names use '.' or '/' as separator; with '/' a dot belongs to the name (an interface
- * "eth0.100"). Returns the canonical dotted name and its /proc/sys path.
+ * kubelet's sysctl names use '.' or '/' as separator, whichever comes first; the other character is part
+ * of a component (an interface "eth0.100": net.ipv4.conf.eth0/100.forwarding or
+ * net/ipv4/conf/eth0.100/forwarding). Returns the canonical dotted name and its /proc/sys path.
  */
 function normalize(key: string): { name: string; path: string } {
-  if (key.includes('/')) return { name: key.replaceAll('.', '\u0000').replaceAll('/', '.').replaceAll('\u0000', '/'), path: key.replace(/^\/+/, '') };
-  return { name: key, path: key.replaceAll('.', '/') };
+  const slashFirst = /^[^./]*\//.test(key);
+  return slashFirst ? { name: swapDotsAndSlashes(key), path: key } : { name: key, path: swapDotsAndSlashes(key) };
 }
 
 export function checkSysctls(sysctls: Record<string, string>, own: { net: boolean; ipc: boolean }): CheckedSysctl[] {

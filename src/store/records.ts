@@ -81,6 +81,8 @@ export interface ContainerRecord {
   logPath: string;
   /** bundle dir holding config.json and conmon's files */
   bundle: string;
+  /** name@sha256:… of the image, when it was pulled by a registry (kubelet shows it as the image ID) */
+  imageRepoDigest?: string;
   /** the image's StopSignal (e.g. "SIGQUIT"), sent first by StopContainer; default SIGTERM */
   stopSignal?: string;
   /** true while CreateContainer is still building it; a record found like this at start-up is undone */

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 
-export const GUARD_CHAIN = 'SKIFF-PODS-GUARD';
+// One chain per test process: test files run in parallel, and one file's afterAll must not take away
+// the guard another file's pods still rely on.
+export const GUARD_CHAIN = `SKPOD-GUARD-${process.pid}`;
 const SUBNET = '10.89.0.0/16';
 
 function ipt(args: string[]): boolean {
@@ -17,7 +19,7 @@ function ipt(args: string[]): boolean {
   }
 }
 
-/** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet. */
+/** Idempotent: the chain exists, is jumped to from FORWARD, and drops traffic leaving the pod subnet (v4; v6 test ranges never get a gateway). */
 export function installGuard(chain = GUARD_CHAIN, subnet = SUBNET): void {
   if (!ipt(['-n', '-L', chain])) ipt(['-N', chain]);
   ipt(['-F', chain]);
@@ -41,17 +43,38 @@ export interface TestNetwork {
   leaseDir: string;
 }
 
-let counter = Math.floor(Math.random() * 200);
+let counter = Math.floor(Math.random() * 250);
 
-/** Writes a conflist (bridge + host-local [+ portmap]) into `<dir>/net.d`. */
-export async function makeNetwork(
-  dir: string,
-  opts: { portmap?: boolean; cniVersion?: string; extraPlugins?: object[]; /** e.g. "skoci" */ prefix?: string; /** e.g. "10.90" (a /16) */ net16?: string } = {},
-): Promise<TestNetwork> {
+function subnetInUse(subnet: string): boolean {
+  try {
+    return execFileSync('ip', ['route', 'show', subnet], { encoding: 'utf8' }).trim() !== '';
+  } catch {
+    return false;
+  }
+}
+
+export interface NetworkOptions {
+  portmap?: boolean;
+  /** the bandwidth plugin (capability bandwidth) after the bridge */
+  bandwidth?: boolean;
+  cniVersion?: string;
+  extraPlugins?: object[];
+  /** an IPv6 range (fd89:<n>::/64) next to the IPv4 one; no gateway then (no forwarding turned on in the host) */
+  dualStack?: boolean;
+  /** bridge/network name prefix of the test area, e.g. "skoci" (default "skpod") */
+  prefix?: string;
+  /** the test area's /16, e.g. "10.90" (default "10.89") */
+  net16?: string;
+}
+
+/** Writes a conflist (bridge + host-local [+ portmap, bandwidth, extras]) into `<dir>/net.d`. */
+export async function makeNetwork(dir: string, opts: NetworkOptions = {}): Promise<TestNetwork> {
   const tag = randomBytes(3).toString('hex');
-  counter = (counter + 1) % 250;
   const prefix = opts.prefix ?? 'skpod';
   const net16 = opts.net16 ?? '10.89';
+  // Parallel test files each make networks: skip /24s another one has on a bridge already.
+  do counter = (counter + 1) % 250;
+  while (subnetInUse(`${net16}.${counter}.0/24`));
   const net: TestNetwork = {
     name: `${prefix}-${tag}`,
     bridge: `${prefix}${tag}`,
@@ -64,16 +87,45 @@ export async function makeNetwork(
     {
       type: 'bridge',
       bridge: net.bridge,
-      isGateway: true,
+      isGateway: !opts.dualStack,
       ipMasq: false,
       hairpinMode: true,
-      ipam: { type: 'host-local', dataDir: net.leaseDir, ranges: [[{ subnet: net.subnet }]], routes: [{ dst: `${net16}.0.0/16` }] },
+      ipam: {
+        type: 'host-local',
+        dataDir: net.leaseDir,
+        ranges: [[{ subnet: net.subnet }], ...(opts.dualStack ? [[{ subnet: `fd89:${counter.toString(16)}::/64` }]] : [])],
+        // the gateway spelled out: bridge 1.1.1's CHECK compares routes exactly and fails on a gw-less one
+        routes: opts.dualStack ? [] : [{ dst: `${net16}.0.0/16`, gw: `${net16}.${counter}.1` }],
+      },
     },
   ];
   if (opts.portmap) plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
+  if (opts.bandwidth) plugins.push({ type: 'bandwidth', capabilities: { bandwidth: true } });
   plugins.push(...(opts.extraPlugins ?? []));
   await writeFile(join(net.confDir, `10-${prefix}.conflist`), JSON.stringify({ cniVersion: opts.cniVersion ?? '1.0.0', name: net.name, plugins }, null, 2));
   return net;
+}
+
+/**
+ * A CNI plugin of our own in `<dir>/cni-bin`: ADD waits `ms` then passes the previous result on (so a run
+ * can be cancelled or the daemon killed while ADD is in progress); DEL and CHECK succeed at once.
+ * Returns the bin dir to list before the real plugins' dir.
+ */
+export async function writeSlowPlugin(dir: string, ms: number, name = 'skpod-slow'): Promise<string> {
+  const bin = join(dir, 'cni-bin');
+  await mkdir(bin, { recursive: true });
+  const script = `#!${process.execPath}
+let input = '';
+process.stdin.on('data', (d) => (input += d)).on('end', () => {
+  const cmd = process.env.CNI_COMMAND;
+  if (cmd === 'VERSION') return console.log(JSON.stringify({ cniVersion: '1.0.0', supportedVersions: ['0.4.0', '1.0.0'] }));
+  if (cmd !== 'ADD') return;
+  const conf = JSON.parse(input);
+  setTimeout(() => console.log(JSON.stringify({ cniVersion: conf.cniVersion, ...conf.prevResult })), ${ms});
+});
+`;
+  await writeFile(join(bin, name), script, { mode: 0o755 });
+  return bin;
 }
 
 export function deleteBridge(net: TestNetwork): void {
@@ -87,7 +139,7 @@ export function deleteBridge(net: TestNetwork): void {
 /** veth interfaces enslaved to the bridge. */
 export function bridgePorts(net: TestNetwork): string[] {
   try {
-    const out = execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8' });
+    const out = execFileSync('ip', ['-o', 'link', 'show', 'master', net.bridge], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     return out.split('\n').filter(Boolean);
   } catch {
     return [];

@@ -30,7 +30,18 @@ export function setupGuard(): void {
 
 export async function teardownGuard(): Promise<void> {
   removeGuard(OCI_GUARD);
-  for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
+  // Empty dirs only, deepest first (anything still in use stays); a memory cgroup whose children just
+  // went may be busy for a moment: retry briefly.
+  const rmTree = async (dir: string): Promise<void> => {
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) if (e.isDirectory()) await rmTree(join(dir, e.name));
+    for (let i = 0; i < 20; i++) {
+      const err = await rmdir(dir).then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
+      if (err !== 'EBUSY') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) await rmTree(join('/sys/fs/cgroup', ctl, CGROUP_TOP));
 }
 
 export const CRUN_CONFIG = '[runtimes.crun]\npath = "crun"\n';

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect, runtimeCall, type CriClient } from '../../src/cli/client.js';
 import { mountsUnder, unmountAll } from '../../src/sandbox/mounts.js';
+import { expect } from 'vitest';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 export const SKIFF_BIN = join(REPO_ROOT, 'bin/skiff');
@@ -37,6 +38,8 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Don't wait for the socket (for start-up failure tests). */
   noWait?: boolean;
+  /** Program that runs `bin/skiff daemon …` instead of node itself (a wrapper dropping privileges, say). */
+  execPath?: string;
 }
 
 /** Removes a scratch dir after unmounting whatever a daemon left mounted below it (deepest first). */
@@ -63,7 +66,7 @@ export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> 
   const configFile = join(dir, 'config.toml');
   await writeFile(configFile, opts.config ?? '');
   const proc = spawn(
-    process.execPath,
+    opts.execPath ?? process.execPath,
     [SKIFF_BIN, 'daemon', '--config', configFile, '--root', root, '--state', state, '--socket', socket, '--log-level', 'debug', ...(opts.args ?? [])],
     { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } },
   );
@@ -133,4 +136,19 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: stri
     p.stdin.end(input ?? '');
     p.once('close', (code) => res({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/**
+ * The `skiff` client bound to a daemon's socket (read when called, so a daemon started in beforeAll works):
+ * `cli(...)` runs it; `ok(...)` also expects exit 0 and an empty stderr, and returns stdout.
+ */
+export function cliFor(socket: () => string) {
+  const cli = (...args: string[]) => runCli(['-r', `unix://${socket()}`, ...args]);
+  const ok = async (...args: string[]): Promise<string> => {
+    const r = await cli(...args);
+    expect(r.stderr, args.join(' ')).toBe('');
+    expect(r.code, args.join(' ')).toBe(0);
+    return r.stdout;
+  };
+  return { cli, ok };
 }

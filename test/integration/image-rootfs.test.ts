@@ -1,7 +1,7 @@
 // Container root filesystems from image snapshots: the images subsystem used in-process as the containers
 // code uses it (ctx.images), with a real registry and real overlay mounts (root).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readFile, readdir, writeFile, lstat } from 'node:fs/promises';
+import { readFile, readdir, writeFile, lstat, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageService } from '../../src/image/images.js';
 import { RuntimeHandlers } from '../../src/oci/runtime-handlers.js';
@@ -10,7 +10,8 @@ import { createLogger } from '../../src/log.js';
 import { isMounted } from '../../src/image/rootfs.js';
 import { makeScratchDir, removeScratchDir } from '../helpers/daemon.js';
 import { startRegistry, pushImage, pushBusybox, type TestRegistry } from '../helpers/registry.js';
-import { image, layer, type Layer } from '../helpers/images.js';
+import { image, layer, busyboxEntries, type Layer } from '../helpers/images.js';
+import { runChecked } from '../../src/util/exec.js';
 
 let reg: TestRegistry;
 let dir: string;
@@ -29,12 +30,28 @@ afterAll(async () => {
   await removeScratchDir(dir);
 });
 
+/** Runs `args` in a throw-away runc container whose root is `root`; returns stdout. */
+async function runIn(root: string, name: string, args: string[]): Promise<string> {
+  const bundle = join(dir, `bundle-${name}`);
+  await mkdir(bundle, { recursive: true });
+  await runChecked('runc', ['spec'], { cwd: bundle, timeoutMs: 10_000 });
+  const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as { root: { path: string; readonly: boolean }; process: { args: string[]; terminal: boolean } };
+  spec.root = { path: root, readonly: false };
+  spec.process.args = args;
+  spec.process.terminal = false;
+  await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+  const res = await runChecked('runc', ['run', '--bundle', bundle, `skimg-${name}-${process.pid}`], { timeoutMs: 30_000 });
+  return res.stdout;
+}
+
 describe('prepareRootfs / removeRootfs', () => {
   it('stacks 200 layers in order with whiteouts, opaque dirs and a 64 KiB label', async () => {
     const layers: Layer[] = [];
-    layers.push(await layer([{ name: 'etc/', type: 'directory' }, { name: 'etc/base', content: 'base' }, { name: 'etc/doomed', content: 'x' }, { name: 'data/', type: 'directory' }, { name: 'data/old', content: 'old' }, { name: 'hl/a', content: 'linked' }, { name: 'hl/b', type: 'link', linkname: 'hl/a' }]));
-    for (let i = 1; i < 197; i++) layers.push(await layer([{ name: `layers/${i}`, content: String(i) }, { name: 'top', content: String(i) }]));
+    layers.push(await layer([...busyboxEntries(), { name: 'etc/base', content: 'base' }, { name: 'etc/doomed', content: 'x' }, { name: 'data/', type: 'directory' }, { name: 'data/old', content: 'old' }, { name: 'hl/a', content: 'linked' }, { name: 'hl/b', type: 'link', linkname: 'hl/a' }, { name: 'redo/old', content: 'old' }]));
+    for (let i = 1; i < 196; i++) layers.push(await layer([{ name: `layers/${i}`, content: String(i) }, { name: 'top', content: String(i) }]));
     layers.push(await layer([{ name: 'etc/.wh.doomed', content: '' }, { name: 'hl/.wh.a', content: '' }]));
+    // a directory recreated over its own whiteout hides everything the lower one had
+    layers.push(await layer([{ name: 'redo/', type: 'directory' }, { name: 'redo/fresh', content: 'f' }, { name: '.wh.redo', content: '' }], 'zstd'));
     layers.push(await layer([{ name: 'data/', type: 'directory' }, { name: 'data/.wh..wh..opq', content: '' }, { name: 'data/new', content: 'new' }], 'zstd'));
     layers.push(await layer([{ name: 'top', content: 'last' }]));
     expect(layers).toHaveLength(200);
@@ -55,6 +72,10 @@ describe('prepareRootfs / removeRootfs', () => {
     // a hardlink whose first name is whited out later survives
     await expect(lstat(join(root, 'hl/a'))).rejects.toThrow(/ENOENT/);
     expect(await readFile(join(root, 'hl/b'), 'utf8')).toBe('linked');
+    expect(await readdir(join(root, 'redo'))).toEqual(['fresh']);
+    // and it runs: runc on a bundle whose root is this overlay
+    const out = await runIn(root, 'c200', ['sh', '-c', 'cat /top; echo; ls /data /redo; cat /layers/7']);
+    expect(out).toBe('last\n/data:\nnew\n\n/redo:\nfresh\n7');
     // idempotent
     expect(await svc.prepareRootfs(rec, 'c200')).toBe(root);
     await svc.removeRootfs('c200');

@@ -1,115 +1,25 @@
 // Issue 4: pod sandboxes with pinned namespaces and real CNI plugins (bridge, host-local, portmap), as root.
 import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
-import { readdir, readFile, rmdir } from 'node:fs/promises';
-import { execFile } from 'node:child_process';
+import { readdir, readFile, writeFile, mkdir, copyFile, chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
-import { installGuard, removeGuard, makeNetwork, deleteBridge, bridgePorts, type TestNetwork } from '../helpers/cni.js';
+import { startDaemon, makeScratchDir, removeScratchDir } from '../helpers/daemon.js';
+import { installGuard, removeGuard, makeNetwork, bridgePorts } from '../helpers/cni.js';
+import { PodTestEnv, sh, codeOf, runPod as run, podStatus, netnsOf, listenIn, NODE, CONNECT } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
-import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig.js';
 
-const CGROUP_TOP = `/skiff-test-pods-${randomBytes(3).toString('hex')}`;
-const daemons: TestDaemon[] = [];
-const networks: TestNetwork[] = [];
-
+const env = new PodTestEnv();
 beforeAll(() => installGuard());
 afterAll(async () => {
   removeGuard();
-  for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
+  await env.cleanupAll();
 });
-afterEach(async () => {
-  for (const d of daemons.splice(0)) {
-    // remove whatever a failing test left behind, then stop the daemon
-    const list = await runtimeCall(d.client, 'ListPodSandbox', {}).catch(() => ({ items: [] }));
-    for (const p of list.items) await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id }).catch(() => undefined);
-    await d.cleanup();
-  }
-  for (const n of networks.splice(0)) deleteBridge(n);
-});
-
-async function netDaemon(opts: { portmap?: boolean; cniVersion?: string; dir?: string } = {}): Promise<{ d: TestDaemon; net: TestNetwork }> {
-  const dir = opts.dir ?? (await makeScratchDir('skiff-pods-'));
-  const net = await makeNetwork(dir, opts);
-  networks.push(net);
-  const d = await startDaemon({ dir, config: `cgroup_parent = "${CGROUP_TOP}"\n[cni]\nconf_dir = "${net.confDir}"\n` });
-  daemons.push(d);
-  return { d, net };
-}
-
-let seq = 0;
-function podConfig(over: Partial<PodSandboxConfig> = {}, hostNet = false): PodSandboxConfig {
-  seq++;
-  return {
-    metadata: { name: `pod-${seq}`, namespace: 'default', uid: `uid-${seq}`, attempt: 0 },
-    hostname: `pod-${seq}`,
-    labels: { app: 'test', n: String(seq) },
-    annotations: { note: 'x' },
-    linux: {
-      cgroup_parent: `${CGROUP_TOP}/pod${seq}`,
-      security_context: { namespace_options: { network: hostNet ? 'NODE' : 'POD', pid: 'CONTAINER', ipc: 'POD' } },
-    },
-    ...over,
-  };
-}
-
-function sh(cmd: string, args: string[], timeout = 10_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    execFile(cmd, args, { timeout, encoding: 'utf8' }, (err, stdout, stderr) =>
-      res({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
-    );
-  });
-}
-
-const codeOf = (p: Promise<unknown>) => p.then(() => -1, (e: { code: number }) => e.code);
-
-async function run(d: TestDaemon, config: PodSandboxConfig, handler = ''): Promise<string> {
-  return (await runtimeCall(d.client, 'RunPodSandbox', { config, runtime_handler: handler })).pod_sandbox_id;
-}
-async function podStatus(d: TestDaemon, id: string, verbose = false) {
-  return runtimeCall(d.client, 'PodSandboxStatus', { pod_sandbox_id: id, verbose });
-}
-async function netnsOf(d: TestDaemon, id: string): Promise<string> {
-  const s = await podStatus(d, id, true);
-  return (JSON.parse(s.info.info) as { namespaces: { net: string } }).namespaces.net;
-}
-
-/** Everything a pod could leave on the machine. */
-async function leftovers(d: TestDaemon, net: TestNetwork): Promise<string[]> {
-  const out: string[] = [];
-  const podsDir = join(d.state, 'pods');
-  out.push(...(await readdir(podsDir).catch(() => [])).map((n) => `dir ${n}`));
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8');
-  out.push(...mounts.split('\n').filter((l) => l.includes(`${podsDir}/`)).map((l) => `mount ${l}`));
-  out.push(...bridgePorts(net).map((l) => `veth ${l}`));
-  const leases = await readdir(join(net.leaseDir, net.name)).catch(() => []);
-  out.push(...leases.filter((n) => /^\d+\.\d+\.\d+\.\d+$/.test(n)).map((n) => `lease ${n}`));
-  for (const ctl of ['memory', 'pids', 'cpu']) {
-    const dirs = await readdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP), { withFileTypes: true }).catch(() => []);
-    out.push(...dirs.filter((e) => e.isDirectory()).map((e) => `cgroup ${ctl}/${e.name}`));
-  }
-  return out;
-}
-
-const NODE = process.execPath;
-const LISTEN = (port: number) => `require('net').createServer(s=>s.end('hello')).listen(${port},()=>console.log('up'))`;
-const CONNECT = (host: string, port: number) =>
-  `const s=require('net').connect(${port},'${host}');let b='';s.on('data',d=>b+=d);s.on('end',()=>{console.log(b);process.exit(0)});s.on('error',e=>{console.error(e.message);process.exit(2)});setTimeout(()=>process.exit(3),3000)`;
-
-/** Starts a TCP listener inside a netns; resolves once it listens. */
-function listenIn(netns: string, port: number): Promise<() => void> {
-  return new Promise((res, rej) => {
-    const child = execFile('nsenter', [`--net=${netns}`, NODE, '-e', LISTEN(port)]);
-    child.stdout!.once('data', () => res(() => child.kill('SIGKILL')));
-    child.once('exit', (c) => rej(new Error(`listener exited ${c}`)));
-  });
-}
+afterEach(() => env.cleanupEach());
 
 describe('pod sandboxes on a CNI bridge', () => {
   it('two pods get IPs on the bridge and reach each other; status, list, stop, remove leave nothing', async () => {
-    const { d, net } = await netDaemon();
-    const [a, b] = await Promise.all([run(d, podConfig()), run(d, podConfig())]);
+    const { d, net } = await env.netDaemon();
+    const [a, b] = await Promise.all([run(d, env.podConfig()), run(d, env.podConfig())]);
     const sa = await podStatus(d, a);
     const sb = await podStatus(d, b);
     expect(sa.status!.state).toBe('SANDBOX_READY');
@@ -147,24 +57,58 @@ describe('pod sandboxes on a CNI bridge', () => {
       await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
     }
     expect(await codeOf(podStatus(d, a))).toBe(status.NOT_FOUND);
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 
   it('survives kill -9: pods, IPs and CNI result unchanged after restart, stop/remove still work', async () => {
-    const { d, net } = await netDaemon({ cniVersion: '0.4.0' });
-    const ids = await Promise.all([run(d, podConfig()), run(d, podConfig())]);
+    const { d, net } = await env.netDaemon({ cniVersion: '0.4.0' });
+    const withInit = env.podConfig();
+    withInit.linux!.security_context!.namespace_options!.pid = 'POD';
+    const ids = await Promise.all([run(d, env.podConfig()), run(d, env.podConfig()), run(d, withInit)]);
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: ids[1] });
     const before = await Promise.all(ids.map((id) => podStatus(d, id, true)));
+    const initPid = (JSON.parse(before[2].info.info) as { pid: number }).pid;
     await d.stop('SIGKILL');
-    daemons.splice(daemons.indexOf(d), 1);
-    const d2 = await startDaemon({ dir: d.dir, config: await readFile(d.configFile, 'utf8') });
-    daemons.push(d2);
+    const d2 = await env.restart(d);
     const after = await Promise.all(ids.map((id) => podStatus(d2, id, true)));
     for (const [i, s] of after.entries()) {
       expect(s.status).toEqual(before[i].status);
       expect(JSON.parse(s.info.info).cniResult).toEqual(JSON.parse(before[i].info.info).cniResult);
     }
+    expect(after.map((s) => s.status!.state)).toEqual(['SANDBOX_READY', 'SANDBOX_NOTREADY', 'SANDBOX_READY']);
+    // the pod init outlived the daemon and is still the pod's; stop ends it
+    expect(await readFile(`/proc/${initPid}/comm`, 'utf8')).toBe('catatonit\n');
+    await runtimeCall(d2.client, 'StopPodSandbox', { pod_sandbox_id: ids[2] });
+    expect(await readFile(`/proc/${initPid}/comm`, 'utf8').catch(() => 'gone')).not.toBe('catatonit\n');
     for (const id of ids) await runtimeCall(d2.client, 'RemovePodSandbox', { pod_sandbox_id: id });
-    expect(await leftovers(d2, net)).toEqual([]);
+    expect(await env.leftovers(d2, net)).toEqual([]);
+  });
+
+  it('after a reboot (pod dirs and pins gone) pods come back NOTREADY, their network released, and go away cleanly', async () => {
+    const { d, net } = await env.netDaemon();
+    const withInit = env.podConfig();
+    withInit.linux!.security_context!.namespace_options!.pid = 'POD';
+    const ids = await Promise.all([run(d, env.podConfig()), run(d, withInit)]);
+    const ips = await Promise.all(ids.map(async (id) => (await podStatus(d, id)).status!.network!.ip));
+    const initPid = (JSON.parse((await podStatus(d, ids[1], true)).info.info) as { pid: number }).pid;
+    await d.stop('SIGKILL');
+    // what a reboot does to the state dir (tmpfs) and to processes; the root dir with records stays
+    process.kill(initPid, 'SIGKILL');
+    await removeScratchDir(d.state);
+    expect((await readdir(join(net.leaseDir, net.name))).filter((n) => n.startsWith('10.89.'))).toHaveLength(2);
+    const d2 = await env.restart(d);
+    const after = await Promise.all(ids.map((id) => podStatus(d2, id)));
+    expect(after.map((s) => s.status!.state)).toEqual(['SANDBOX_NOTREADY', 'SANDBOX_NOTREADY']);
+    // status still tells which IPs the pods had
+    expect(after.map((s) => s.status!.network!.ip)).toEqual(ips);
+    expect(d2.logs()).toContain('pod namespaces are gone; marking it NOTREADY');
+    // CNI DEL ran at start-up (no netns any more): the leases are free again
+    expect((await readdir(join(net.leaseDir, net.name))).filter((n) => n.startsWith('10.89.'))).toEqual([]);
+    for (const id of ids) {
+      await runtimeCall(d2.client, 'StopPodSandbox', { pod_sandbox_id: id });
+      await runtimeCall(d2.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    }
+    expect(await env.leftovers(d2, net)).toEqual([]);
   });
 });
 
@@ -172,13 +116,13 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
   it('a hostNetwork pod has no netns, no CNI call, an empty network status, and echoes its namespace options', async () => {
     // no CNI config at all: only hostNetwork pods may run
     const dir = await makeScratchDir('skiff-pods-');
-    const d = await startDaemon({ dir, config: `cgroup_parent = "${CGROUP_TOP}"\n[cni]\nconf_dir = "${join(dir, 'none')}"\n` });
-    daemons.push(d);
-    const refused = await runtimeCall(d.client, 'RunPodSandbox', { config: podConfig() }).catch((e: { code: number; details: string }) => e);
+    const d = await startDaemon({ dir, config: env.daemonConfig(join(dir, 'none')) });
+    env.daemons.push(d);
+    const refused = await runtimeCall(d.client, 'RunPodSandbox', { config: env.podConfig() }).catch((e: { code: number; details: string }) => e);
     expect(refused).toMatchObject({ code: status.FAILED_PRECONDITION });
     expect((refused as { details: string }).details).toContain('only hostNetwork pods');
     const asked = { network: 'NODE', pid: 'NODE', ipc: 'NODE', target_id: '', userns_options: null } as const;
-    const cfg = podConfig({}, true);
+    const cfg = env.podConfig({}, true);
     cfg.linux!.security_context = { namespace_options: asked };
     const id = await run(d, cfg);
     for (let i = 0; i < 2; i++) {
@@ -198,9 +142,9 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
   });
 
   it('applies namespaced sysctls inside the pod and rejects the others without touching the host', async () => {
-    const { d, net } = await netDaemon();
+    const { d, net } = await env.netDaemon();
     const hostRange = await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8');
-    const cfg = podConfig();
+    const cfg = env.podConfig();
     cfg.linux!.sysctls = { 'net.ipv4.ip_local_port_range': '20000 20100', 'kernel.shmmni': '1234' };
     const id = await run(d, cfg);
     const netns = await netnsOf(d, id);
@@ -218,40 +162,40 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
       [{ '../../etc/passwd': 'x' }, false],
     ];
     for (const [sysctls, hostNamespaces] of bad) {
-      const c = podConfig({}, hostNamespaces);
+      const c = env.podConfig({}, hostNamespaces);
       if (hostNamespaces) c.linux!.security_context!.namespace_options!.ipc = 'NODE';
       c.linux!.sysctls = sysctls;
       expect(await codeOf(run(d, c)), JSON.stringify(sysctls)).toBe(status.INVALID_ARGUMENT);
     }
     expect(await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8')).toBe('1\n');
     await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 
   it('takes any UTF-8 name (CJK, emoji), refuses a duplicate name and an unknown runtime handler', async () => {
-    const { d, net } = await netDaemon();
+    const { d, net } = await env.netDaemon();
     const names = ['ポッド-テスト', '🚀🐳-pod', 'a;b=c d'];
     const ids: string[] = [];
     for (const name of names) {
-      ids.push(await run(d, podConfig({ metadata: { name, namespace: '名前空間', uid: name, attempt: 0 } })));
+      ids.push(await run(d, env.podConfig({ metadata: { name, namespace: '名前空間', uid: name, attempt: 0 } })));
     }
     for (const [i, id] of ids.entries()) {
       expect(id).toMatch(/^[0-9a-f]{64}$/);
       expect((await podStatus(d, id)).status!.metadata!.name).toBe(names[i]);
     }
-    const dup = podConfig({ metadata: { name: names[0], namespace: '名前空間', uid: names[0], attempt: 0 } });
+    const dup = env.podConfig({ metadata: { name: names[0], namespace: '名前空間', uid: names[0], attempt: 0 } });
     expect(await codeOf(run(d, dup))).toBe(status.ALREADY_EXISTS);
-    const unknown = await run(d, podConfig(), 'no-such-handler').catch((e: { code: number; details: string }) => e);
+    const unknown = await run(d, env.podConfig(), 'no-such-handler').catch((e: { code: number; details: string }) => e);
     expect(unknown).toMatchObject({ code: status.INVALID_ARGUMENT });
     expect((unknown as { details: string }).details).toContain('no-such-handler');
-    expect((await podStatus(d, await run(d, podConfig(), 'crun'))).status!.runtime_handler).toBe('crun');
+    expect((await podStatus(d, await run(d, env.podConfig(), 'crun'))).status!.runtime_handler).toBe('crun');
     for (const p of (await runtimeCall(d.client, 'ListPodSandbox', {})).items) await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id });
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 
   it('holds a pod-shared PID namespace with catatonit, killed on stop', async () => {
-    const { d, net } = await netDaemon();
-    const cfg = podConfig();
+    const { d, net } = await env.netDaemon();
+    const cfg = env.podConfig();
     cfg.linux!.security_context!.namespace_options!.pid = 'POD';
     const id = await run(d, cfg);
     const info = JSON.parse((await podStatus(d, id, true)).info.info) as { pid: number; namespaces: { pid: string } };
@@ -262,7 +206,7 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
     const comm = await readFile(`/proc/${info.pid}/comm`, 'utf8').catch(() => 'gone');
     expect(comm).not.toBe('catatonit\n');
     await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 });
 
@@ -270,24 +214,51 @@ describe('pod sandboxes: teardown never leaks', () => {
   it('failed runs (missing plugin after bridge, bad conflist) leave no netns, veth, lease, mount or cgroup', async () => {
     const dir = await makeScratchDir('skiff-pods-');
     const net = await makeNetwork(dir, { extraPlugins: [{ type: 'skpod-no-such-plugin' }] });
-    networks.push(net);
-    const d = await startDaemon({ dir, config: `cgroup_parent = "${CGROUP_TOP}"\n[cni]\nconf_dir = "${net.confDir}"\n` });
-    daemons.push(d);
-    const failed = await run(d, podConfig()).catch((e: { code: number; details: string }) => e);
+    env.networks.push(net);
+    const d = await startDaemon({ dir, config: env.daemonConfig(net.confDir) });
+    env.daemons.push(d);
+    const failed = await run(d, env.podConfig()).catch((e: { code: number; details: string }) => e);
     expect(failed).toMatchObject({ code: status.FAILED_PRECONDITION });
     expect((failed as { details: string }).details).toContain('skpod-no-such-plugin');
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
     // a conflist that is not JSON
-    const { writeFile } = await import('node:fs/promises');
     await writeFile(join(net.confDir, '10-skpod.conflist'), '{ "cniVersion": "1.0.0", "name": ');
-    expect(await codeOf(run(d, podConfig()))).toBe(status.FAILED_PRECONDITION);
+    expect(await codeOf(run(d, env.podConfig()))).toBe(status.FAILED_PRECONDITION);
     expect((await runtimeCall(d.client, 'ListPodSandbox', {})).items).toEqual([]);
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
+  });
+
+  it('a pod whose conflist and plugins vanished after it ran can still be stopped and removed', async () => {
+    const dir = await makeScratchDir('skiff-pods-');
+    // private copies of the plugins, so one can be deleted without touching the machine's
+    const bin = join(dir, 'cni-bin');
+    await mkdir(bin);
+    for (const p of ['bridge', 'host-local', 'portmap', 'tuning']) await copyFile(join('/usr/lib/cni', p), join(bin, p)).then(() => chmod(join(bin, p), 0o755));
+    const net = await makeNetwork(dir, { portmap: true, extraPlugins: [{ type: 'tuning' }] });
+    env.networks.push(net);
+    const d = await startDaemon({ dir, config: env.daemonConfig(net.confDir).replace('[cni]\n', `[cni]\nbin_dir = "${bin}"\n`) });
+    env.daemons.push(d);
+    const hostPort = 30000 + Math.floor(Math.random() * 20000);
+    const [a, b] = await Promise.all(
+      [0, 1].map((i) => run(d, env.podConfig({ port_mappings: [{ protocol: 'TCP', container_port: 80, host_port: hostPort + i, host_ip: '' }] }))),
+    );
+    // the conflist is gone: DEL uses the list ADD ran with, so the lease and the port mapping go too
+    await rm(net.confDir, { recursive: true });
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: a });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: a });
+    expect((await sh('iptables', ['-w', '5', '-t', 'nat', '-S'])).stdout).not.toContain(`--dport ${hostPort} `);
+    // a plugin binary is gone too (tuning: nothing of its own to release): its DEL is skipped, the others run
+    await rm(join(bin, 'tuning'));
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: b });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: b });
+    expect((await sh('iptables', ['-w', '5', '-t', 'nat', '-S'])).stdout).not.toContain(`--dport ${hostPort + 1} `);
+    expect((await runtimeCall(d.client, 'ListPodSandbox', {})).items).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 
   it('ten concurrent Stop/Remove calls on one pod all succeed; many pods stop and go without a trace', async () => {
-    const { d, net } = await netDaemon();
-    const ids = await Promise.all(Array.from({ length: 6 }, () => run(d, podConfig())));
+    const { d, net } = await env.netDaemon();
+    const ids = await Promise.all(Array.from({ length: 10 }, () => run(d, env.podConfig())));
     const calls = Array.from({ length: 10 }, (_, i) =>
       runtimeCall(d.client, i % 2 ? 'RemovePodSandbox' : 'StopPodSandbox', { pod_sandbox_id: ids[0] }),
     );
@@ -297,43 +268,42 @@ describe('pod sandboxes: teardown never leaks', () => {
     // again: already gone is fine
     await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: ids[0] });
     await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: ids[0] });
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 
   it('a cancelled RunPodSandbox leaves either a whole pod or nothing', async () => {
-    const { d, net } = await netDaemon();
+    const { d, net } = await env.netDaemon();
     for (const ms of [5, 30, 80]) {
-      await runtimeCall(d.client, 'RunPodSandbox', { config: podConfig() }, ms).catch(() => undefined);
+      await runtimeCall(d.client, 'RunPodSandbox', { config: env.podConfig() }, ms).catch(() => undefined);
     }
     await new Promise((r) => setTimeout(r, 1500));
     const pods = (await runtimeCall(d.client, 'ListPodSandbox', {})).items;
     for (const p of pods) expect(p.state).toBe('SANDBOX_READY');
     for (const p of pods) await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id });
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 
   it('a damaged or half-built record found at start-up is logged and cleaned, never fatal', async () => {
-    const { d, net } = await netDaemon();
-    const good = await run(d, podConfig());
-    const { writeFile } = await import('node:fs/promises');
+    const { d, net } = await env.netDaemon();
+    const good = await run(d, env.podConfig());
     await writeFile(join(d.root, 'pods', `${'ab'.repeat(32)}.json`), '{"id": "abab');
     await d.stop('SIGKILL');
-    daemons.splice(daemons.indexOf(d), 1);
-    const d2 = await startDaemon({ dir: d.dir, config: await readFile(d.configFile, 'utf8') });
-    daemons.push(d2);
+    const d2 = await env.restart(d);
     expect(d2.logs()).toContain('damaged pod record moved aside');
     expect((await runtimeCall(d2.client, 'ListPodSandbox', {})).items.map((p) => p.id)).toEqual([good]);
     await runtimeCall(d2.client, 'RemovePodSandbox', { pod_sandbox_id: good });
-    expect(await leftovers(d2, net)).toEqual([]);
+    expect(await env.leftovers(d2, net)).toEqual([]);
   });
 });
 
 describe('pod sandboxes: port mappings', () => {
   it('a hostPort mapping reaches a listener inside the pod over loopback (portmap)', async () => {
-    const { d, net } = await netDaemon({ portmap: true });
+    const { d, net } = await env.netDaemon({ portmap: true });
     const hostPort = 30000 + Math.floor(Math.random() * 20000);
-    const id = await run(d, podConfig({ port_mappings: [{ protocol: 'TCP', container_port: 8080, host_port: hostPort, host_ip: '' }] }));
+    const id = await run(d, env.podConfig({ port_mappings: [{ protocol: 'TCP', container_port: 8080, host_port: hostPort, host_ip: '' }] }));
     const stopListener = await listenIn(await netnsOf(d, id), 8080);
+    // DNAT of 127.0.0.1 to the pod only routes with route_localnet on the bridge: portmap (snat on) sets it
+    expect(await readFile(`/proc/sys/net/ipv4/conf/${net.bridge}/route_localnet`, 'utf8')).toBe('1\n');
     try {
       const r = await sh(NODE, ['-e', CONNECT('127.0.0.1', hostPort)]);
       expect(r.stderr).toBe('');
@@ -344,6 +314,6 @@ describe('pod sandboxes: port mappings', () => {
     await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
     const nat = await sh('iptables', ['-w', '5', '-t', 'nat', '-S']);
     expect(nat.stdout).not.toContain(`--dport ${hostPort}`);
-    expect(await leftovers(d, net)).toEqual([]);
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 });

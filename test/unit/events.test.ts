@@ -42,6 +42,16 @@ describe('Broadcaster', () => {
     expect(b.subscribers).toBe(1);
     expect(fast.buffered).toBe(50);
   });
+  it('tells a waiting stream that its subscription ended, with one shared promise however often it waits', async () => {
+    const b = new Broadcaster<number>();
+    const s = b.subscribe(1);
+    const w1 = s.whenEnded();
+    expect(s.whenEnded()).toBe(w1);
+    b.publish(1);
+    b.publish(2);
+    expect(await w1).toBe('overflow');
+    expect(await s.whenEnded()).toBe('overflow');
+  });
 });
 
 describe('ContainerEventFeed', () => {

@@ -132,3 +132,46 @@ describe('unpackLayer', () => {
     await expect(unpackLayer(Readable.from([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3])]), dest)).rejects.toThrow(/zstd/);
   });
 });
+
+describe('whiteouts within one layer', () => {
+  const opaque = (p: string) => spawnSync('getfattr', ['-n', 'trusted.overlay.opaque', '--only-values', p], { encoding: 'utf8' }).stdout;
+
+  it('a whiteout never removes what the same layer adds, whatever the entry order', async () => {
+    await apply([
+      { name: 'x', content: 'mine' },
+      { name: '.wh.x', content: '' },
+      { name: 'h/a', content: 'linked' },
+      { name: 'h/b', type: 'link', linkname: 'h/a' },
+      { name: 'h/.wh.a', content: '' },
+    ]);
+    expect(await readFile(join(dest, 'x'), 'utf8')).toBe('mine');
+    expect(await readFile(join(dest, 'h/a'), 'utf8')).toBe('linked');
+    expect(await readFile(join(dest, 'h/b'), 'utf8')).toBe('linked');
+  });
+
+  it.each([
+    ['whiteout first', [{ name: '.wh.d', content: '' }, { name: 'd/', type: 'directory' as const }, { name: 'd/new', content: 'n' }]],
+    ['whiteout last', [{ name: 'd/', type: 'directory' as const }, { name: 'd/new', content: 'n' }, { name: '.wh.d', content: '' }]],
+    ['no dir entry', [{ name: '.wh.d', content: '' }, { name: 'd/new', content: 'n' }]],
+  ])('a directory recreated over a whiteout is opaque (%s)', async (_n, entries) => {
+    await apply(entries);
+    expect((await lstat(join(dest, 'd'))).isDirectory()).toBe(true);
+    expect(opaque(join(dest, 'd'))).toBe('y');
+    expect(await readFile(join(dest, 'd/new'), 'utf8')).toBe('n');
+  });
+});
+
+describe('deferred operations never follow a symlink that replaced a parent later in the layer', () => {
+  it.each([
+    ['whiteout', { name: 'a/.wh.victim', content: '' }],
+    ['opaque marker', { name: 'a/.wh..wh..opq', content: '' }],
+    ['device node', { name: 'a/dev', type: 'fifo' as const }],
+    ['xattr', { name: 'a/f', content: 'x', pax: { 'SCHILY.xattr.user.evil': '1' } }],
+  ])('%s', async (_n, first) => {
+    // the later entry replaces `a`, so the earlier operation under it is moot: dropped, never applied outside
+    await apply([{ name: 'a/', type: 'directory' }, first, { name: 'a', type: 'symlink', linkname: outside }]);
+    expect(await readlink(join(dest, 'a'))).toBe(outside);
+    expect(await everythingUnder(outside)).toEqual([]);
+    expect(spawnSync('getfattr', ['-d', '-m', '-', outside], { encoding: 'utf8' }).stdout).toBe('');
+  });
+});

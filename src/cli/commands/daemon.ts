@@ -1,7 +1,5 @@
 // `skiff daemon`: flags win over the config file, the file over defaults.
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/config.js';
-import { startDaemon } from '../../daemon/daemon.js';
 
 interface DaemonFlags {
   config?: string;
@@ -21,6 +19,8 @@ export function registerDaemon(program: Command): void {
     .option('--socket <path>', 'CRI socket (default /run/skiff/skiff.sock)')
     .option('--log-level <level>', 'trace, debug, info, warn, error, fatal, silent')
     .action(async (flags: DaemonFlags) => {
+      // loaded here, not at the top: every client verb would otherwise load the whole daemon first
+      const [{ loadConfig }, { startDaemon }] = await Promise.all([import('../../config/config.js'), import('../../daemon/daemon.js')]);
       const config = await loadConfig(flags);
       const daemon = await startDaemon(config);
       await new Promise<void>((resolve) => {

@@ -6,11 +6,10 @@ import { join } from 'node:path';
 import type { CliContext } from '../context.js';
 import { imageCall, type CriClient } from '../client.js';
 import { outputOption } from '../context.js';
-import { formatTable, type OutputFormat } from '../output.js';
+import { formatTable, parseInfo, type OutputFormat } from '../output.js';
 import type { Image__Output } from '../../gen/runtime/v1/Image.js';
-import type { AuthConfig } from '../../gen/runtime/v1/AuthConfig.js';
-import { ImageArchive, ArchiveRegistry } from '../../image/archive.js';
-import { PULL_SOURCE_ANNOTATION } from '../../image/images.js';
+import { keyValues, pullAuth } from '../filters.js';
+import type { ArchiveRegistry } from '../../image/archive.js';
 import type { PullProgress } from '../../image/pull.js';
 
 function humanSize(bytes: number): string {
@@ -29,18 +28,14 @@ function splitRepoTag(t: string): [string, string] {
   return i > t.lastIndexOf('/') ? [t.slice(0, i), t.slice(i + 1)] : [t, '<none>'];
 }
 
-function annotations(list: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const a of list) {
-    const i = a.indexOf('=');
-    if (i <= 0) throw new Error(`annotation "${a}" must be key=value`);
-    out[a.slice(0, i)] = a.slice(i + 1);
-  }
-  return out;
-}
+const annotations = (list: string[]) => keyValues(list, '--annotation');
 
-/** Draws per-layer progress while a pull runs, by polling ImageStatus(verbose) for the in-flight pull. */
-function watchProgress(client: CriClient, image: string, handler: string, tty: boolean): () => void {
+/**
+ * Draws per-layer progress while a pull runs, by polling ImageStatus(verbose) for the in-flight pull: bars
+ * redrawn in place on a terminal, one plain line per layer state change otherwise. The returned function
+ * stops it; given the pulled image's layers it first shows them all done (a fast pull may finish between polls).
+ */
+function watchProgress(client: CriClient, image: string, handler: string, tty: boolean): (done?: { digest: string; size: number }[]) => void {
   let stopped = false;
   let drawn = 0;
   const printed = new Map<string, string>();
@@ -56,7 +51,8 @@ function watchProgress(client: CriClient, image: string, handler: string, tty: b
       drawn = lines.length;
     } else {
       for (const l of p.layers) {
-        if (printed.get(l.digest) !== l.state && l.state !== 'waiting') {
+        const was = printed.get(l.digest);
+        if (was !== l.state && l.state !== 'waiting' && !(l.state === 'done' && was === 'exists')) {
           printed.set(l.digest, l.state);
           process.stderr.write(`${l.digest.slice(7, 19)}: ${l.state} (${l.size} bytes)\n`);
         }
@@ -76,9 +72,21 @@ function watchProgress(client: CriClient, image: string, handler: string, tty: b
     }
   };
   void tick();
-  return () => {
+  return (done) => {
     stopped = true;
+    if (done) draw({ reference: image, startedAt: 0, layers: done.map((l) => ({ digest: l.digest, size: l.size, downloaded: l.size, state: printed.get(l.digest) === 'exists' ? 'exists' : 'done' })) });
   };
+}
+
+/** The layers ImageStatus(verbose) reports for a pulled image, for the final progress lines. */
+async function pulledLayers(client: CriClient, image: string, handler: string): Promise<{ digest: string; size: number }[] | undefined> {
+  try {
+    const st = await imageCall(client, 'ImageStatus', { image: { image, runtime_handler: handler }, verbose: true }, 5000);
+    const info = st.info.info ? (JSON.parse(st.info.info) as { layers?: { digest: string; size: number }[] }) : undefined;
+    return info?.layers;
+  } catch {
+    return undefined;
+  }
 }
 
 export function registerImages(program: Command, cli: CliContext): void {
@@ -94,23 +102,16 @@ export function registerImages(program: Command, cli: CliContext): void {
     .option('-a, --annotation <key=value...>', 'ImageSpec annotations', [])
     .option('--no-progress', 'no progress output')
     .action(async (image: string, opts: { creds?: string; auth?: string; username?: string; password?: string; runtimeHandler: string; annotation: string[]; progress: boolean }) => {
-      const auth: AuthConfig = {};
-      if (opts.creds) {
-        const i = opts.creds.indexOf(':');
-        auth.username = i < 0 ? opts.creds : opts.creds.slice(0, i);
-        auth.password = i < 0 ? '' : opts.creds.slice(i + 1);
-      }
-      if (opts.auth) auth.auth = opts.auth;
-      if (opts.username) auth.username = opts.username;
-      if (opts.password) auth.password = opts.password;
+      const auth = pullAuth(opts);
       const client = cli.client();
-      const stop = opts.progress ? watchProgress(client, image, opts.runtimeHandler, process.stderr.isTTY === true) : () => undefined;
+      const stop = opts.progress ? watchProgress(client, image, opts.runtimeHandler, process.stderr.isTTY === true) : undefined;
       try {
         // pulls take long: no per-call timeout unless the user set one explicitly
-        const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth: Object.keys(auth).length ? auth : null }, 0);
+        const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth }, 0);
+        stop?.(await pulledLayers(client, res.image_ref, opts.runtimeHandler));
         cli.print(`Image is up to date for ${res.image_ref}`);
       } finally {
-        stop();
+        stop?.();
       }
     });
 
@@ -160,14 +161,7 @@ export function registerImages(program: Command, cli: CliContext): void {
           missing++;
           continue;
         }
-        const info: Record<string, unknown> = {};
-        for (const [k, v] of Object.entries(st.info)) {
-          try {
-            info[k] = JSON.parse(v);
-          } catch {
-            info[k] = v;
-          }
-        }
+        const info = parseInfo(st.info);
         cli.output(opts.output, { status: st.image, info }, () => `${st.image!.id} ${st.image!.repo_tags.join(',')}`);
       }
       if (missing) throw new Error(`${missing} image(s) not found`);
@@ -220,6 +214,8 @@ export function registerImages(program: Command, cli: CliContext): void {
       // CRI has no load rpc: the archive is served by a read-only registry on loopback for the duration of
       // one PullImage per image, named as in the archive, with an annotation telling skiff where the bytes are.
       const dir = await mkdtemp(join(tmpdir(), 'skiff-load-'));
+      // the image code is loaded only for this verb (it is most of the client's start-up otherwise)
+      const [{ ImageArchive, ArchiveRegistry }, { PULL_SOURCE_ANNOTATION }] = await Promise.all([import('../../image/archive.js'), import('../../image/images.js')]);
       let server: ArchiveRegistry | undefined;
       try {
         const archive = await ImageArchive.open(file, dir);

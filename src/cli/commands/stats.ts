@@ -3,23 +3,13 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { outputOption } from '../context.js';
 import { runtimeCall } from '../client.js';
+import { collect, labelSelector } from '../filters.js';
 import { formatTable, formatStructured, type OutputFormat } from '../output.js';
 import type { ContainerStats__Output } from '../../gen/runtime/v1/ContainerStats.js';
 import type { PodSandboxStats__Output } from '../../gen/runtime/v1/PodSandboxStats.js';
 import type { ContainerEventResponse__Output } from '../../gen/runtime/v1/ContainerEventResponse.js';
 import type { CpuUsage__Output } from '../../gen/runtime/v1/CpuUsage.js';
 
-function labelSelector(labels: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const l of labels) {
-    const i = l.indexOf('=');
-    if (i <= 0) throw new Error(`--label "${l}": expected key=value`);
-    out[l.slice(0, i)] = l.slice(i + 1);
-  }
-  return out;
-}
-
-const collect = (v: string, prev: string[]) => [...prev, v];
 
 /** Human byte sizes as crictl prints them (B, kB, MB, GB; decimal). */
 export function humanBytes(v: string | number | undefined): string {

@@ -5,6 +5,8 @@ import { withProcess, withUser } from './process.js';
 import { defaultMounts, withPodFiles, withRequestMounts, withRootfs } from './mounts.js';
 import { withCgroupsPath, withDevices, withHostname, withNamespaces, withResources } from './linux.js';
 import { withSecurity } from './security.js';
+import { withCdi } from './cdi.js';
+import { withIdmappedMounts, withUserNamespace } from './idmap-mounts.js';
 
 export type SpecStep = (spec: OciSpec, input: SpecInput) => OciSpec;
 
@@ -16,7 +18,10 @@ export const SPEC_STEPS: readonly SpecStep[] = [
   withPodFiles,
   withRequestMounts,
   withNamespaces,
+  withUserNamespace,
+  withIdmappedMounts,
   withDevices,
+  withCdi,
   withCgroupsPath,
   withResources,
   withSecurity,

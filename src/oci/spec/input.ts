@@ -4,6 +4,7 @@
 import type { ContainerConfig__Output } from '../../gen/runtime/v1/ContainerConfig.js';
 import type { PodRecord } from '../../store/records.js';
 import type { OciDevice, OciSeccomp } from './types.js';
+import type { ResolvedCdi } from '../../cdi/registry.js';
 
 /** The runtime-relevant part of an OCI image config (`config` in the image's config blob). */
 export interface ImageRunConfig {
@@ -52,4 +53,6 @@ export interface SpecInput {
   minOomScoreAdj?: number;
   apparmorEnabled: boolean;
   cgroupDriver: 'cgroupfs' | 'systemd';
+  /** CDI devices of the request, resolved with host device numbers filled in (CdiRegistry.resolveForContainer). */
+  cdi?: ResolvedCdi;
 }

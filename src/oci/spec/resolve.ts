@@ -39,6 +39,17 @@ export async function checkHostPaths(config: ContainerConfig__Output): Promise<v
   }
 }
 
+/**
+ * Major and minor of a Linux dev_t (glibc's major()/minor() bit layout). dev_t is 64-bit: JavaScript's
+ * bitwise operators are 32-bit, so the high part goes through BigInt.
+ */
+export function deviceNumbers(rdev: number): { major: number; minor: number } {
+  const d = BigInt(rdev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & 0xfffff000n);
+  const minor = (d & 0xffn) | ((d >> 12n) & 0xffffff00n);
+  return { major: Number(major), minor: Number(minor) };
+}
+
 export async function resolveDevices(config: ContainerConfig__Output): Promise<ResolvedDevice[]> {
   const out: ResolvedDevice[] = [];
   for (const d of config.devices) {
@@ -53,9 +64,7 @@ export async function resolveDevices(config: ContainerConfig__Output): Promise<R
     out.push({
       type: st.isBlockDevice() ? 'b' : 'c',
       path: d.container_path || d.host_path,
-      // Linux dev_t encoding (glibc's major()/minor())
-      major: ((rdev >> 8) & 0xfff) | ((rdev >> 32) & ~0xfff),
-      minor: (rdev & 0xff) | ((rdev >> 12) & ~0xff),
+      ...deviceNumbers(rdev),
       fileMode: st.mode & 0o777,
       uid: st.uid,
       gid: st.gid,
