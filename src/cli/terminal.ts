@@ -1,7 +1,6 @@
 // The local end of an interactive session (`exec -it`, `attach -it`): the terminal in raw mode while the
 // session runs and restored afterwards, whatever way it ends; window sizes sent when they change.
 import { EventEmitter } from 'node:events';
-import { CommanderError } from 'commander';
 import type { RemoteCommandOptions } from '../stream/client.js';
 import type { TerminalSize } from '../stream/protocol.js';
 
@@ -40,9 +39,4 @@ export async function withTerminal<T>(opts: { stdin: boolean; tty: boolean }, se
     // Reading stdin keeps the process alive: let go of it.
     if (opts.stdin) input.pause();
   }
-}
-
-/** Ends the CLI with the remote command's exit code (main() turns this into the process exit code). */
-export function exitWith(code: number): void {
-  if (code !== 0) throw new CommanderError(code, 'skiff.remoteExit', '');
 }

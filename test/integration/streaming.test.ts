@@ -11,7 +11,10 @@ import { runtimeCall } from '../../src/cli/client.js';
 import { runRemoteCommand, PortForwardSession, dialSpdy } from '../../src/stream/client.js';
 import type { TerminalSize } from '../../src/stream/protocol.js';
 import { installGuard, removeGuard, makeNetwork } from '../helpers/cni.js';
-import { makeScratchDir } from '../helpers/daemon.js';
+import { makeScratchDir, runCli, SKIFF_BIN } from '../helpers/daemon.js';
+import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import * as pty from '@lydell/node-pty';
 import { ociDaemon, destroyEnv, ctrConfig, runPod, createCtr, startCtr, ctrStatus, waitExited, exec, podConfig, type OciEnv } from '../helpers/containers.js';
 import { WsRemoteCommand } from '../helpers/ws-remotecommand.js';
 
@@ -348,5 +351,67 @@ describe('tokens and errors', () => {
     expect(await codeOf(runtimeCall(env.d.client, 'Exec', { container_id: sleeper, cmd: ['ls'] }))).toBe(grpcStatus.INVALID_ARGUMENT);
     expect(await codeOf(runtimeCall(env.d.client, 'Exec', { container_id: sleeper, cmd: ['ls'], tty: true, stdout: true, stderr: true }))).toBe(grpcStatus.INVALID_ARGUMENT);
     expect(await codeOf(runtimeCall(env.d.client, 'Exec', { container_id: 'nope', cmd: ['ls'], stdout: true }))).toBe(grpcStatus.NOT_FOUND);
+  });
+});
+
+describe('client verbs (skiff exec -it, attach, port-forward)', () => {
+  const cli = (args: string[], input?: string) => runCli(['-r', env.d.socket, ...args], {}, input);
+
+  it('exec -i: stdin to EOF, output, exit code', async () => {
+    const r = await cli(['exec', '-i', sleeper, 'sh', '-c', 'cat; echo oops >&2; exit 7'], 'piped in\n');
+    expect(r.code).toBe(7);
+    expect(r.stdout).toBe('piped in\n');
+    expect(r.stderr).toBe('oops\n');
+  });
+
+  it('exec -it in a real terminal: raw mode while it runs and restored after, resizes sent', async () => {
+    // The CLI runs in a pty of our own; a shell around it records the terminal settings before and after.
+    const script = `a=$(stty -g); "${process.execPath}" "${SKIFF_BIN}" -r "${env.d.socket}" exec -it ${sleeper} sh; code=$?; b=$(stty -g); [ "$a" = "$b" ] && echo "RESTORED:$code" || echo "CHANGED:$code"`;
+    const term = pty.spawn('/bin/sh', ['-c', script], { cols: 90, rows: 30, encoding: 'utf8' });
+    let out = '';
+    term.onData((d) => (out += d));
+    const exited = new Promise<void>((r) => term.onExit(() => r()));
+    await until(() => out.includes('# '), 'the container shell prompt');
+    term.write('echo $((6*7))x\r');
+    await until(() => out.includes('42x'), 'the shell to answer');
+    term.write('busybox stty size\r');
+    await until(() => out.includes('30 90'), 'the initial size');
+    term.resize(120, 40);
+    await new Promise((r) => setTimeout(r, 300));
+    term.write('busybox stty size\r');
+    await until(() => out.includes('40 120'), 'the resize to arrive');
+    term.write('exit 5\r');
+    await exited;
+    expect(out).toContain('RESTORED:5');
+  });
+
+  it('attach prints a running container’s output and leaves it running when interrupted', async () => {
+    const p = spawn(process.execPath, [SKIFF_BIN, '-r', env.d.socket, 'attach', ticker], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await until(() => /tick \d+\n/.test(out), 'a tick');
+    p.kill('SIGINT');
+    await new Promise((r) => p.once('exit', r));
+    expect((await ctrStatus(env, ticker)).status?.state).toBe('CONTAINER_RUNNING');
+  });
+
+  it('port-forward relays a local port to the pod', async () => {
+    const p = spawn(process.execPath, [SKIFF_BIN, '-r', env.d.socket, 'port-forward', pod.id, ':8080'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await until(() => /Forwarding from 127\.0\.0\.1:\d+ -> 8080/.test(out), 'the listener');
+      const port = Number(/127\.0\.0\.1:(\d+)/.exec(out)![1]);
+      const payload = randomBytes(1_000_000);
+      const back: Buffer[] = [];
+      const s = connect(port, '127.0.0.1');
+      s.on('data', (d: Buffer) => back.push(d));
+      s.end(payload);
+      await new Promise((r) => s.once('close', r));
+      expect(sha(Buffer.concat(back))).toBe(sha(payload));
+    } finally {
+      p.kill('SIGTERM');
+      await new Promise((r) => p.once('exit', r));
+    }
   });
 });
