@@ -25,6 +25,8 @@ import { HeaderCompressor, HeaderDecompressor, ProtocolError, type HeaderBlock }
 
 /** Data frames we send are cut at this size (Go's io.Copy uses 32 KiB too). */
 const DATA_CHUNK = 32 * 1024;
+/** Per-stream buffering before back-pressure applies (each way). */
+const STREAM_BUFFER = 256 * 1024;
 
 export class SpdyStream extends Duplex {
   /** Set once the peer answered our SYN_STREAM (client role). */
@@ -40,7 +42,8 @@ export class SpdyStream extends Duplex {
     readonly id: number,
     readonly headers: HeaderBlock,
   ) {
-    super({ allowHalfOpen: true });
+    // Frames are up to 32 KiB: a 16 KiB buffer would pause the socket after every frame.
+    super({ allowHalfOpen: true, readableHighWaterMark: STREAM_BUFFER, writableHighWaterMark: STREAM_BUFFER });
     this.replied = new Promise((res, rej) => {
       this.resolveReply = res;
       this.rejectReply = rej;
