@@ -2,11 +2,10 @@
 // busybox, a pod on a CNI bridge in 10.91.0.0/16), driven by our SPDY client and by a WebSocket client
 // speaking v5.channel.k8s.io.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { Duplex, PassThrough, Writable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { EventEmitter } from 'node:events';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { WebSocket } from 'ws';
 import { runtimeCall } from '../../src/cli/client.js';
 import { runRemoteCommand, PortForwardSession, dialSpdy } from '../../src/stream/client.js';
 import type { TerminalSize } from '../../src/stream/protocol.js';
@@ -17,6 +16,7 @@ import { connect } from 'node:net';
 import * as pty from '@lydell/node-pty';
 import { ociDaemon, destroyEnv, ctrConfig, runPod, createCtr, startCtr, ctrStatus, waitExited, exec, podConfig, type OciEnv } from '../helpers/containers.js';
 import { WsRemoteCommand } from '../helpers/ws-remotecommand.js';
+import { sink, sha, until, roundTrip, wsPortForwardEcho } from '../helpers/stream-io.js';
 
 const GUARD = 'SKIFF-STR-GUARD';
 const NET16 = '10.91';
@@ -28,29 +28,7 @@ let pod: { id: string; config: object };
 let sleeper: string;
 let ticker: string;
 
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const codeOf = (p: Promise<unknown>) => p.then(() => -1, (e: { code: number }) => e.code);
-
-function sink(): Writable & { text(): string; bytes(): Buffer } {
-  const parts: Buffer[] = [];
-  const w = new Writable({
-    write(chunk: Buffer, _e, cb) {
-      parts.push(chunk);
-      cb();
-    },
-  }) as Writable & { text(): string; bytes(): Buffer };
-  w.text = () => Buffer.concat(parts).toString();
-  w.bytes = () => Buffer.concat(parts);
-  return w;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function execUrl(id: string, cmd: string[], o: { tty?: boolean; stdin?: boolean } = {}): Promise<string> {
   const tty = o.tty ?? false;
@@ -241,21 +219,6 @@ describe('attach', () => {
 });
 
 describe('port-forward into the pod', () => {
-  async function roundTrip(session: PortForwardSession, port: number, payload: Buffer): Promise<Buffer> {
-    const back: Buffer[] = [];
-    const io = new Duplex({
-      read() {},
-      write(chunk: Buffer, _e, cb) {
-        back.push(chunk);
-        cb();
-      },
-    });
-    io.push(payload);
-    io.push(null);
-    await session.forward(io, port);
-    return Buffer.concat(back);
-  }
-
   it('moves 10 MB each way through the pod’s port over SPDY, bytes checked', async () => {
     const url = (await runtimeCall(env.d.client, 'PortForward', { pod_sandbox_id: pod.id, port: [8080] })).url;
     const session = await PortForwardSession.open(url);
@@ -287,29 +250,8 @@ describe('port-forward into the pod', () => {
 
   it('moves 1 MB each way over WebSocket', async () => {
     const url = (await runtimeCall(env.d.client, 'PortForward', { pod_sandbox_id: pod.id, port: [8080] })).url;
-    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}?ports=8080`, ['v4.channel.k8s.io']);
     const payload = randomBytes(1_000_000);
-    const got: Buffer[] = [];
-    const prefixed = new Set<number>();
-    await new Promise<void>((resolve, reject) => {
-      ws.once('error', reject);
-      ws.on('message', (raw: Buffer) => {
-        const ch = raw[0];
-        let data = raw.subarray(1);
-        if (!prefixed.has(ch)) {
-          prefixed.add(ch);
-          data = data.subarray(2);
-        }
-        if (ch === 1 && data.length > 0) reject(new Error(data.toString()));
-        if (ch === 0) got.push(data);
-        if (Buffer.concat(got).length >= payload.length) resolve();
-      });
-      ws.once('open', () => {
-        for (let at = 0; at < payload.length; at += 32 * 1024) ws.send(Buffer.concat([Buffer.from([0]), payload.subarray(at, at + 32 * 1024)]));
-      });
-    });
-    expect(sha(Buffer.concat(got))).toBe(sha(payload));
-    ws.close();
+    expect(sha(await wsPortForwardEcho(url, 8080, payload))).toBe(sha(payload));
   });
 
   it('refuses bad requests with clear errors', async () => {

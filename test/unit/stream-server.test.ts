@@ -2,42 +2,20 @@
 // client against StreamingServer, with host processes standing in for containers (the container side is
 // covered by test/integration/streaming.test.ts against a real daemon).
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { Duplex, PassThrough, Writable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { EventEmitter } from 'node:events';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createServer, connect, type Server, type AddressInfo, type Socket } from 'node:net';
 import { createLogger } from '../../src/log.js';
 import { StreamingServer } from '../../src/stream/server.js';
 import { runRemoteCommand, PortForwardSession, dialSpdy, StreamingError } from '../../src/stream/client.js';
 import { REMOTECOMMAND_V1, REMOTECOMMAND_V2, type TerminalSize } from '../../src/stream/protocol.js';
 import { hostBackends } from '../helpers/host-backend.js';
+import { sink, sha, until, roundTrip, wsPortForwardEcho } from '../helpers/stream-io.js';
 import { WsRemoteCommand } from '../helpers/ws-remotecommand.js';
 
 const log = createLogger('silent');
 
-/** A Writable that keeps everything. */
-function sink(): Writable & { text(): string; bytes(): Buffer } {
-  const parts: Buffer[] = [];
-  const w = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      parts.push(chunk);
-      cb();
-    },
-  }) as Writable & { text(): string; bytes(): Buffer };
-  w.text = () => Buffer.concat(parts).toString();
-  w.bytes = () => Buffer.concat(parts);
-  return w;
-}
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const base = { containerId: 'c1', stdin: true, stdout: true, stderr: true, tty: false };
 
@@ -220,24 +198,6 @@ describe('port-forward (host loopback as the pod)', () => {
     await new Promise((r) => echo.close(r));
   });
 
-  /** Sends `payload` through a forwarded connection and reads back what the echo server returns. */
-  async function roundTrip(session: PortForwardSession, port: number, payload: Buffer): Promise<Buffer> {
-    const back: Buffer[] = [];
-    // Our side of the forwarded connection: the session reads `payload` from it (to the pod) and writes
-    // back what the pod sends.
-    const io = new Duplex({
-      read() {},
-      write(chunk: Buffer, _e, cb) {
-        back.push(chunk);
-        cb();
-      },
-    });
-    io.push(payload);
-    io.push(null);
-    await session.forward(io, port);
-    return Buffer.concat(back);
-  }
-
   it('SPDY: 10 MB each way through a forwarded port, bytes checked', async () => {
     const session = await PortForwardSession.open(server.portForwardUrl({ podSandboxId: 'p1', ports: [] }));
     const payload = randomBytes(10 * 1000 * 1000);
@@ -274,33 +234,9 @@ describe('port-forward (host loopback as the pod)', () => {
   });
 
   it('WebSocket: data and error channels per port, bytes checked', async () => {
-    const { WebSocket } = await import('ws');
-    const url = server.portForwardUrl({ podSandboxId: 'p1', ports: [] }).replace(/^http/, 'ws') + `?ports=${echoPort}`;
-    const ws = new WebSocket(url, ['v4.channel.k8s.io']);
     const payload = randomBytes(1_000_000);
-    const got: Buffer[] = [];
-    const seenPrefix = new Set<number>();
-    await new Promise<void>((resolve, reject) => {
-      ws.once('error', reject);
-      ws.on('message', (raw: Buffer) => {
-        const ch = raw[0];
-        let data = raw.subarray(1);
-        if (!seenPrefix.has(ch)) {
-          // first message on each channel carries the port, little-endian
-          expect(data.readUInt16LE(0)).toBe(echoPort);
-          seenPrefix.add(ch);
-          data = data.subarray(2);
-        }
-        if (ch === 0) got.push(data);
-        if (ch === 1 && data.length > 0) reject(new Error(data.toString()));
-        if (Buffer.concat(got).length >= payload.length) resolve();
-      });
-      ws.once('open', () => {
-        for (let at = 0; at < payload.length; at += 32 * 1024) ws.send(Buffer.concat([Buffer.from([0]), payload.subarray(at, at + 32 * 1024)]));
-      });
-    });
-    expect(sha(Buffer.concat(got))).toBe(sha(payload));
-    ws.close();
+    const back = await wsPortForwardEcho(server.portForwardUrl({ podSandboxId: 'p1', ports: [] }), echoPort, payload);
+    expect(sha(back)).toBe(sha(payload));
   });
 
   it('plain GET on a streaming URL does not spend the token', async () => {
