@@ -4,7 +4,7 @@ import { describe, it, expect } from 'vitest';
 import { createHash } from 'node:crypto';
 import { inflateSync, createDeflate, constants as zc } from 'node:zlib';
 import { SPDY3_DICTIONARY } from '../../src/stream/spdy/dictionary.js';
-import { HeaderCompressor, HeaderDecompressor, MAX_HEADER_BLOCK_BYTES, decodeHeaderBlock, encodeHeaderBlock } from '../../src/stream/spdy/headers.js';
+import { HeaderCompressor, HeaderDecompressor, MAX_HEADER_BLOCK_BYTES, SYNC_FLUSH_MARKER, decodeHeaderBlock, encodeHeaderBlock } from '../../src/stream/spdy/headers.js';
 import { FrameReader, synStreamFrame, dataFrameHeader, FLAG_FIN, FrameType } from '../../src/stream/spdy/frames.js';
 import { ResizeDecoder, exitStatus, parseErrorStream, negotiate, headerList } from '../../src/stream/protocol.js';
 import { errorStreamPayload } from '../../src/stream/remotecommand.js';
@@ -20,6 +20,9 @@ describe('SPDY/3 header blocks', () => {
     const c = new HeaderCompressor();
     const a = c.compress({ streamtype: ['error'] });
     const b = c.compress({ streamtype: ['data'], port: ['8080'], requestid: ['3'] });
+    // each block ends like a sync flush (Go's inflater needs it: see the interop test with spdystream)
+    expect(a.subarray(-5)).toEqual(SYNC_FLUSH_MARKER);
+    expect(b.subarray(-5)).toEqual(SYNC_FLUSH_MARKER);
     const plain = inflateSync(Buffer.concat([a, b]), { dictionary: SPDY3_DICTIONARY, finishFlush: zc.Z_SYNC_FLUSH });
     const first = encodeHeaderBlock({ streamtype: ['error'] });
     expect(decodeHeaderBlock(plain.subarray(0, first.length))).toEqual({ streamtype: ['error'] });

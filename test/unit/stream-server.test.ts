@@ -9,9 +9,10 @@ import { createServer, connect, type Server, type AddressInfo, type Socket } fro
 import { createLogger } from '../../src/log.js';
 import { StreamingServer } from '../../src/stream/server.js';
 import { runRemoteCommand, PortForwardSession, dialSpdy, StreamingError } from '../../src/stream/client.js';
-import { REMOTECOMMAND_V1, REMOTECOMMAND_V2, type TerminalSize } from '../../src/stream/protocol.js';
+import { REMOTECOMMAND_V1, REMOTECOMMAND_V2, parseErrorStream, type TerminalSize } from '../../src/stream/protocol.js';
 import { hostBackends } from '../helpers/host-backend.js';
 import { sink, sha, until, roundTrip, wsPortForwardEcho } from '../helpers/stream-io.js';
+import { buildGoSpdyClient, runGoSpdyClient } from '../helpers/go-spdy.js';
 import { WsRemoteCommand } from '../helpers/ws-remotecommand.js';
 
 const log = createLogger('silent');
@@ -262,5 +263,42 @@ describe('port-forward (host loopback as the pod)', () => {
     expect(sha(Buffer.concat(back))).toBe(sha(payload));
     await new Promise((r) => local.close(r));
     session.close();
+  });
+});
+
+describe("interop with Go's spdystream (kubelet/crictl/kubectl's SPDY library)", () => {
+  let server: StreamingServer;
+  let goClient: string;
+  let echo: Server;
+
+  beforeAll(async () => {
+    goClient = await buildGoSpdyClient();
+    server = new StreamingServer({ address: '127.0.0.1', port: 0, tokenTtlSeconds: 60 }, hostBackends(), log);
+    await server.start();
+    echo = createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  }, 300_000);
+  afterAll(async () => {
+    await server?.close();
+    await new Promise((r) => echo?.close(r));
+  });
+
+  it('exec: 20 MiB each way with no WINDOW_UPDATE from the client, stderr apart, exit code in the v4 Status', async () => {
+    const payload = randomBytes(20 * 1024 * 1024);
+    const url = server.execUrl({ ...base, cmd: ['sh', '-c', 'cat; echo oops >&2; exit 7'] });
+    const r = await runGoSpdyClient(goClient, ['exec', url], payload);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.length).toBe(payload.length);
+    expect(sha(r.stdout)).toBe(sha(payload));
+    expect(r.stderr).toBe('oops\n');
+    expect(parseErrorStream(r.status, true)).toEqual({ exitCode: 7 });
+  });
+
+  it('port-forward: 10 MB each way', async () => {
+    const payload = randomBytes(10 * 1000 * 1000);
+    const url = server.portForwardUrl({ podSandboxId: 'p1', ports: [] });
+    const r = await runGoSpdyClient(goClient, ['pf', url, String((echo.address() as AddressInfo).port)], payload);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(r.stdout)).toBe(sha(payload));
   });
 });

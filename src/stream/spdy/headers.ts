@@ -74,6 +74,9 @@ export function decodeHeaderBlock(raw: Buffer): HeaderBlock {
   return out;
 }
 
+/** An empty, non-final stored block: what a zlib sync flush ends with. */
+export const SYNC_FLUSH_MARKER = Buffer.from([0x00, 0x00, 0x00, 0xff, 0xff]);
+
 /** Makes the sending side's zlib stream out of stored blocks (see the file comment). */
 export class HeaderCompressor {
   private started = false;
@@ -102,6 +105,10 @@ export class HeaderCompressor {
       block.writeUInt16LE(~chunk.length & 0xffff, 3);
       parts.push(block, chunk);
     }
+    // End every header block with an empty stored block, as a zlib sync flush does. Go's inflater (and so
+    // spdystream) only hands out a stored block's bytes when it reaches that marker; without it, it reads
+    // on into the next frame, fails, and every later header block on the connection is refused.
+    parts.push(SYNC_FLUSH_MARKER);
     return Buffer.concat(parts);
   }
 }
