@@ -17,6 +17,8 @@ import * as pty from '@lydell/node-pty';
 import { ociDaemon, destroyEnv, ctrConfig, runPod, createCtr, startCtr, ctrStatus, waitExited, exec, podConfig, type OciEnv } from '../helpers/containers.js';
 import { WsRemoteCommand } from '../helpers/ws-remotecommand.js';
 import { sink, sha, until, roundTrip, wsPortForwardEcho } from '../helpers/stream-io.js';
+import { buildGoSpdyClient, runGoSpdyClient } from '../helpers/go-spdy.js';
+import { parseErrorStream } from '../../src/stream/protocol.js';
 
 const GUARD = 'SKIFF-STR-GUARD';
 const NET16 = '10.91';
@@ -157,6 +159,29 @@ describe('exec over WebSocket v5.channel.k8s.io', () => {
     await c.waitForOutput('22 77');
     c.write('exit 0\n');
     expect((await c.done).exitCode).toBe(0);
+  });
+});
+
+describe("Go's spdystream client (as kubelet/crictl/kubectl) against real containers", () => {
+  let goClient: string;
+  beforeAll(async () => {
+    goClient = await buildGoSpdyClient();
+  }, 300_000);
+
+  it('exec: 20 MiB each way through runc, exit code 7 in the Status', async () => {
+    const payload = randomBytes(20 * 1024 * 1024);
+    const r = await runGoSpdyClient(goClient, ['exec', await execUrl(sleeper, ['sh', '-c', 'cat; exit 7'])], payload);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(r.stdout)).toBe(sha(payload));
+    expect(parseErrorStream(r.status, true)).toEqual({ exitCode: 7 });
+  });
+
+  it('port-forward: 10 MB each way into the pod', async () => {
+    const payload = randomBytes(10 * 1000 * 1000);
+    const url = (await runtimeCall(env.d.client, 'PortForward', { pod_sandbox_id: pod.id, port: [8080] })).url;
+    const r = await runGoSpdyClient(goClient, ['pf', url, '8080'], payload);
+    expect(r.code, r.stderr).toBe(0);
+    expect(sha(r.stdout)).toBe(sha(payload));
   });
 });
 
