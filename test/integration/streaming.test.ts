@@ -14,10 +14,11 @@ import { makeScratchDir, runCli, SKIFF_BIN } from '../helpers/daemon.js';
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import * as pty from '@lydell/node-pty';
-import { ociDaemon, destroyEnv, ctrConfig, runPod, createCtr, startCtr, ctrStatus, waitExited, exec, podConfig, type OciEnv } from '../helpers/containers.js';
+import { BUSYBOX, ociDaemon, destroyEnv, ctrConfig, runPod, createCtr, startCtr, ctrStatus, waitExited, exec, podConfig, type OciEnv } from '../helpers/containers.js';
 import { WsRemoteCommand } from '../helpers/ws-remotecommand.js';
 import { sink, sha, until, roundTrip, wsPortForwardEcho } from '../helpers/stream-io.js';
 import { buildGoSpdyClient, runGoSpdyClient } from '../helpers/go-spdy.js';
+import { loadBusybox } from '../helpers/registry.js';
 import { parseErrorStream } from '../../src/stream/protocol.js';
 
 const GUARD = 'SKIFF-STR-GUARD';
@@ -182,6 +183,27 @@ describe("Go's spdystream client (as kubelet/crictl/kubectl) against real contai
     const r = await runGoSpdyClient(goClient, ['pf', url, '8080'], payload);
     expect(r.code, r.stderr).toBe(0);
     expect(sha(r.stdout)).toBe(sha(payload));
+  });
+});
+
+describe('exec with crun as the runtime', () => {
+  it('tty shell echo and exit code, and piped stdin to EOF', async () => {
+    await loadBusybox(env.d, BUSYBOX, 'crun');
+    const crunPod = await runPod(env, podConfig(env), 'crun');
+    const id = await createCtr(env, crunPod, ctrConfig('crun-sleeper', ['sleep', '3600']));
+    await startCtr(env, id);
+    const stdin = new PassThrough();
+    const stdout = sink();
+    const done = runRemoteCommand(await execUrl(id, ['sh'], { tty: true }), { stdin, stdout, tty: true, initialSize: { width: 81, height: 21 } });
+    stdin.write('echo $((2*21))c; busybox stty size\n');
+    await until(() => stdout.text().includes('42c') && stdout.text().includes('21 81'), 'the shell under crun');
+    stdin.write('exit 4\n');
+    expect(await done).toBe(4);
+    const piped = new PassThrough();
+    piped.end('via crun\n');
+    const out = sink();
+    expect(await runRemoteCommand(await execUrl(id, ['sh', '-c', 'cat; exit 7']), { stdin: piped, stdout: out, stderr: sink(), tty: false })).toBe(7);
+    expect(out.text()).toBe('via crun\n');
   });
 });
 
