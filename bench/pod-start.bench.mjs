@@ -113,6 +113,18 @@ export async function run({ root, args }) {
   const bridges = [`skdemo${tag}s`, `skdemo${tag}c`];
   const children = [];
   const runtimes = [];
+  // Ctrl-C: finish the rpc in flight, then clean up (the daemons run in their own process groups, so the
+  // terminal's SIGINT does not stop them before the cleanup has used them)
+  let interrupted = false;
+  const onSignal = () => {
+    if (!interrupted) console.log('\ninterrupted: cleaning up ...');
+    interrupted = true;
+  };
+  const check = () => {
+    if (interrupted) throw new Error('interrupted');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   try {
     // a guard like the tests': pods stay on the box
     sh('iptables', ['-w', '5', '-N', guard]);
@@ -129,7 +141,7 @@ export async function run({ root, args }) {
     await writeFile(join(dir, 'skiff.toml'), `[cni]\nconf_dir = "${join(sk, 'net.d')}"\n`);
     const skSock = join(sk, 's.sock');
     const skLog = openSync(join(dir, 'skiff.log'), 'w');
-    const skProc = spawn(process.execPath, [join(root, 'bin/skiff'), 'daemon', '--config', join(dir, 'skiff.toml'), '--root', join(sk, 'root'), '--state', join(sk, 'state'), '--socket', skSock, '--log-level', 'warn'], { stdio: ['ignore', skLog, skLog] });
+    const skProc = spawn(process.execPath, [join(root, 'bin/skiff'), 'daemon', '--config', join(dir, 'skiff.toml'), '--root', join(sk, 'root'), '--state', join(sk, 'state'), '--socket', skSock, '--log-level', 'warn'], { stdio: ['ignore', skLog, skLog], detached: true });
     children.push(skProc);
 
     // containerd, with its own config, root, state and socket
@@ -164,7 +176,7 @@ export async function run({ root, args }) {
       ].join('\n'),
     );
     const cdLog = openSync(join(dir, 'containerd.log'), 'w');
-    const cdProc = spawn('containerd', ['--config', join(dir, 'containerd.toml')], { stdio: ['ignore', cdLog, cdLog] });
+    const cdProc = spawn('containerd', ['--config', join(dir, 'containerd.toml')], { stdio: ['ignore', cdLog, cdLog], detached: true });
     children.push(cdProc);
 
     const skiff = { name: 'skiff', proc: skProc, client: connect(skSock, 60_000), sock: skSock, dir: sk, pods: [], containers: [], phases: [] };
@@ -197,6 +209,7 @@ export async function run({ root, args }) {
     };
 
     const podUp = async (r, i) => {
+      check();
       const config = podConfig(r, i);
       const t0 = performance.now();
       const pod = (await runtimeCall(r.client, 'RunPodSandbox', { config, runtime_handler: '' })).pod_sandbox_id;
@@ -283,6 +296,8 @@ export async function run({ root, args }) {
     row(`total RSS, daemon + ${n} pods' overhead (MB)`, mb(s.daemon.rss + s.monitor.rss + s.infraMem.rss), mb(c.daemon.rss + c.monitor.rss + c.infraMem.rss));
     console.log(`(RSS counts a shared binary's pages in every process; PSS splits them between the copies.)`);
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await cleanup({ dir, guard, bridges, children, runtimes, runtimeCall, hadRunContainerd });
   }
 }

@@ -56,7 +56,8 @@ conf_dir = "$work/net.d"
 EOF
 
 step "starting skiff daemon (root $work/root)"
-node bin/skiff daemon --config "$work/config.toml" --root "$work/root" --state "$work/state" --socket "$sock" --log-level warn &
+# its own session: a Ctrl-C meant for the demo must not stop the daemon before the cleanup has used it
+setsid node bin/skiff daemon --config "$work/config.toml" --root "$work/root" --state "$work/state" --socket "$sock" --log-level warn &
 daemon_pid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 skiff version
@@ -77,7 +78,7 @@ cat >"$work/container.json" <<'EOF'
   "image": { "image": "localhost/skiff-demo/busybox:1" },
   "command": ["sh", "-c", "echo \"hello from a skiff container on $(hostname), pod IP $(ip -4 -o addr show eth0 | awk '{print $4}')\"; echo 'this line goes to stderr' >&2; trap 'echo got SIGTERM, bye; exit 0' TERM; while :; do sleep 1; done"],
   "log_path": "hello/0.log",
-  "labels": { "app": "skiff-demo" } }
+  "labels": { "app": "skiff-demo", "io.kubernetes.pod.name": "demo", "io.kubernetes.pod.namespace": "default" } }
 EOF
 cid=$(skiff run --no-pull "$work/container.json" "$work/pod.json")
 echo "container $cid"

@@ -31,7 +31,7 @@ export function k129SpecPreparer(deps: { cdi: CdiRegistry; idmap: IdmapDetector;
       return cdi.devices.length > 0 ? { cdi } : {};
     },
     async finish(spec, rootfs) {
-      if (spec.linux.namespaces.some((n) => n.type === 'user' && !n.path)) await makeMountTargets(spec.mounts, rootfs);
+      if (spec.linux.namespaces.some((n) => n.type === 'user')) await makeMountTargets(spec.mounts, rootfs);
     },
   };
 }

@@ -596,6 +596,15 @@ export class ContainerManager {
           await this.destroy(c).catch(() => undefined);
           continue;
         }
+        if (!this.deps.pods.find(c.podId)) {
+          // its pod was removed while this container could not be (the pod's removal goes on regardless)
+          this.log.warn({ container: c.id, pod: c.podId }, 'container of a pod that no longer exists; removing it');
+          await this.locks.run(c.id, async () => {
+            if (c.state !== 'exited') await this.deps.driver.kill(this.ref(c), 'SIGKILL', true).catch(() => undefined);
+            await this.destroy(c);
+          });
+          continue;
+        }
         this.containers.set(c.id, c);
         const meta = c.config.metadata;
         this.names.set(`${c.podId}/${meta?.name ?? ''}/${meta?.attempt ?? 0}`, c.id);

@@ -79,7 +79,7 @@ export function podService(ctx: DaemonContext): Partial<CriHandlers> {
         return {};
       }),
       PodSandboxStatus: unary(async (req: PodSandboxStatusRequest__Output): Promise<PodSandboxStatusResponse> => {
-        const pod = ctx.pods.get(requireId(req.pod_sandbox_id));
+        const pod = await ctx.pods.refresh(ctx.pods.get(requireId(req.pod_sandbox_id)));
         const containers = await ctx.pods.containerStatuses(pod);
         const info: Record<string, string> = {};
         if (req.verbose) {
@@ -101,8 +101,7 @@ export function podService(ctx: DaemonContext): Partial<CriHandlers> {
       }),
       ListPodSandbox: unary(async (req: ListPodSandboxRequest__Output): Promise<ListPodSandboxResponse> => {
         const f = req.filter;
-        const items = ctx.pods
-          .list()
+        const items = (await Promise.all(ctx.pods.list().map((p) => ctx.pods.refresh(p))))
           .filter((p) => !f?.id || p.id.startsWith(f.id))
           .filter((p) => !f?.state || criState(p) === f.state.state)
           .filter((p) => Object.entries(f?.label_selector ?? {}).every(([k, v]) => p.config.labels[k] === v))

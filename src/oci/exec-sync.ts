@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { ExecOptions, ExecResult } from './runtime-driver.js';
 import { internal } from '../errors.js';
+import { outputDrained } from '../util/exec.js';
 
 /** After the exec'd process was killed, how long conmon gets to report before we give up on it. */
 const KILL_GRACE_MS = 5_000;
@@ -160,15 +161,13 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
         clearTimeout(graceTimer);
         reject(internal(`cannot run conmon for exec: ${e.message}`, { container: t.id }));
       });
-      const ended = (s: NodeJS.ReadableStream & { readableEnded: boolean }) =>
-        new Promise<void>((r) => (s.readableEnded ? r() : s.once('end', () => r()).once('close', () => r())));
-      const outputDone = Promise.all([ended(child.stdout), ended(child.stderr)]);
+      const drained = outputDrained([child.stdout, child.stderr]);
       child.once('exit', (code) => {
         clearTimeout(timer);
         clearTimeout(graceTimer);
         opts.signal?.removeEventListener('abort', onAbort);
         // Output still in the pipes arrives after the exit; a background child may hold them forever.
-        void Promise.race([outputDone, new Promise((r) => setTimeout(r, EXEC_DRAIN_MS))]).then(() => {
+        void drained(EXEC_DRAIN_MS).then(() => {
           child.stdout.destroy();
           child.stderr.destroy();
           sync.destroy();

@@ -1,4 +1,4 @@
-// The pod cgroup (cgroupfs driver): one directory per v1 hierarchy, or one in the v2 tree. Only the
+// The pod cgroup (cgroupfs driver): one directory in every cgroup mount (each v1 hierarchy, name=systemd, the v2 tree). Only the
 // directories skiff created are removed again, deepest first. With the systemd driver the parent is a
 // slice name handed to the OCI runtime, which asks systemd; nothing is created here (documented limit).
 import { mkdir, readFile, rmdir, writeFile, stat } from 'node:fs/promises';
@@ -7,26 +7,6 @@ import { invalidArgument, errnoCode } from '../errors.js';
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
-
-/** Mount points of the cgroup hierarchies to create pod dirs in. */
-export async function cgroupHierarchies(): Promise<string[]> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  const v1: string[] = [];
-  let v2: string | undefined;
-  for (const line of info.split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (!left || !right) continue;
-    const mountPoint = left.split(' ')[4] ?? '';
-    const [fstype, , superOpts = ''] = right.split(' ');
-    if (!mountPoint.startsWith(CGROUP_ROOT)) continue;
-    if (fstype === 'cgroup2') v2 = mountPoint;
-    // the name=systemd hierarchy has no controller: leave it to systemd
-    else if (fstype === 'cgroup' && !superOpts.split(',').includes('name=systemd')) v1.push(mountPoint);
-  }
-  // Pure v2 host: the one tree. Hybrid (v1 controllers + a v2 "unified" mount): the v1 hierarchies.
-  if (v1.length === 0 && v2 !== undefined) return [v2];
-  return [...new Set(v1)];
-}
 
 /** A cgroupfs parent must be an absolute, normalized path without '..'. */
 export function checkCgroupfsPath(path: string): string {
@@ -55,12 +35,29 @@ async function initCpuset(dir: string): Promise<void> {
 }
 
 /**
+ * Every cgroup mount, controllers or not: runc puts a container's cgroup below the pod's in each of them
+ * (name=systemd and the v2 "unified" tree of a hybrid host too), so the pod dir must exist, and go, in all.
+ */
+export async function allCgroupMounts(): Promise<string[]> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  const out: string[] = [];
+  for (const line of info.split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (!left || !right) continue;
+    const mountPoint = left.split(' ')[4] ?? '';
+    const fstype = right.split(' ')[0];
+    if (mountPoint.startsWith(CGROUP_ROOT) && (fstype === 'cgroup' || fstype === 'cgroup2')) out.push(mountPoint);
+  }
+  return [...new Set(out)];
+}
+
+/**
  * Creates `path` in every hierarchy. Returns the pod's own (leaf) directories that did not exist before:
  * those are removed with the pod. Ancestors created on the way are shared by other pods and stay.
  */
 export async function createCgroup(path: string): Promise<string[]> {
   const created: string[] = [];
-  for (const root of await cgroupHierarchies()) {
+  for (const root of await allCgroupMounts()) {
     const parts = path.split('/').filter(Boolean);
     const cpuset = /(^|[/,])cpuset($|,)/.test(root);
     let dir = root;

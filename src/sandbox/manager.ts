@@ -125,6 +125,24 @@ export class PodManager {
     return this.locks.run(podId, fn);
   }
 
+  /**
+   * A ready pod whose init (the holder of its PID namespace) has died is dead as a whole: the kernel killed
+   * every process of that namespace with it. Such a pod turns NOTREADY (persisted) the first time it is
+   * looked at, so kubelet sees it and makes a new one. Stop still releases the rest.
+   */
+  async refresh(pod: PodRecord): Promise<PodRecord> {
+    const ns = pod.namespaces;
+    if (pod.state !== 'ready' || ns.pidInitPid === undefined || ns.pidInitStartTime === undefined) return pod;
+    if (await pidInitAlive(ns.pidInitPid, ns.pidInitStartTime)) return pod;
+    await this.locks.run(pod.id, async () => {
+      if (pod.state !== 'ready' || !this.pods.has(pod.id) || (await pidInitAlive(ns.pidInitPid!, ns.pidInitStartTime!))) return;
+      this.log.warn({ pod: pod.id, pid: ns.pidInitPid }, 'pod init exited; marking the pod NOTREADY');
+      pod.state = 'notready';
+      await this.save(pod);
+    });
+    return pod;
+  }
+
   async containerStatuses(pod: PodRecord): Promise<ContainerStatus[]> {
     return this.children.statuses(pod);
   }
@@ -210,7 +228,7 @@ export class PodManager {
         await step('sysctls', 'none', () => applySysctls(plan.sysctls, pod.namespaces));
         if (plan.podPid) {
           await step('pid-init', 'copy', async () => {
-            const init = await startPidInit(join(dir, 'ns'), { net: pod.namespaces.net, ipc: pod.namespaces.ipc, uts: pod.namespaces.uts }, catatonit!);
+            const init = await startPidInit(join(dir, 'ns'), { net: pod.namespaces.net, ipc: pod.namespaces.ipc, uts: pod.namespaces.uts, user: pod.namespaces.user }, catatonit!);
             Object.assign(pod.namespaces, { pid: init.file, pidInitPid: init.pid, pidInitStartTime: init.startTime });
           });
         }
@@ -260,7 +278,8 @@ export class PodManager {
 
   private async makeNamespaces(pod: PodRecord, plan: PodPlan): Promise<void> {
     const kinds = [...(plan.hostNetwork ? [] : (['net', 'uts'] as const)), ...(plan.hostIpc ? [] : (['ipc'] as const))];
-    const pinned = await pinNamespaces({ dir: join(pod.dir!, 'ns'), kinds, hostname: plan.hostname });
+    const userns = plan.uidMappings && plan.gidMappings ? { uidMappings: plan.uidMappings, gidMappings: plan.gidMappings } : undefined;
+    const pinned = await pinNamespaces({ dir: join(pod.dir!, 'ns'), kinds, hostname: plan.hostname, userns });
     Object.assign(pod.namespaces, Object.fromEntries(Object.entries(pinned).filter(([, v]) => v !== undefined)));
   }
 
@@ -300,7 +319,7 @@ export class PodManager {
         pod.cni!.attached = false;
       });
     }
-    for (const kind of ['pid', 'net', 'ipc', 'uts'] as const) {
+    for (const kind of ['pid', 'net', 'ipc', 'uts', 'user'] as const) {
       const file = ns[kind];
       if (file !== undefined) await attempt(`unpin ${kind}`, () => unpinNamespace(file));
     }
@@ -454,7 +473,7 @@ export class PodManager {
 
   private async intact(pod: PodRecord): Promise<boolean> {
     const ns = pod.namespaces;
-    for (const file of [ns.net, ns.ipc, ns.uts, ns.pid]) if (file !== undefined && !(await isPinned(file))) return false;
+    for (const file of [ns.net, ns.ipc, ns.uts, ns.pid, ns.user]) if (file !== undefined && !(await isPinned(file))) return false;
     if (ns.pidInitPid !== undefined && ns.pidInitStartTime !== undefined && !(await pidInitAlive(ns.pidInitPid, ns.pidInitStartTime))) return false;
     return true;
   }

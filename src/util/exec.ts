@@ -23,6 +23,18 @@ export interface RunResult {
 /** How long output may trail the exit of a command (a grandchild holding the pipe must not block us). */
 const OUTPUT_GRACE_MS = 250;
 
+/**
+ * Output still in a child's pipes when it exits arrives after 'exit'. Call this before the exit (it
+ * starts listening for the EOFs); the returned function, called at the exit, resolves once both streams
+ * ended or `graceMs` passed, whichever is first (a background grandchild may hold them forever).
+ */
+export function outputDrained(streams: (NodeJS.ReadableStream & { readableEnded: boolean })[]): (graceMs: number) => Promise<void> {
+  const ended = (s: NodeJS.ReadableStream & { readableEnded: boolean }) =>
+    new Promise<void>((r) => (s.readableEnded ? r() : s.once('end', () => r()).once('close', () => r())));
+  const all = Promise.all(streams.map(ended)).then(() => undefined);
+  return (graceMs) => Promise.race([all, new Promise<void>((r) => setTimeout(r, graceMs))]);
+}
+
 /** Runs a command to completion; never rejects on a non-zero exit (see runChecked). */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const { timeoutMs = 30_000, maxOutputBytes = 4 * 1024 * 1024 } = opts;
@@ -53,14 +65,11 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       clearTimeout(timer);
       reject(internal(`cannot run ${cmd}: ${e.message}`, { command: cmd }, e));
     });
-    // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting. Output still in the
-    // pipes when the process exits arrives after 'exit': wait for both EOFs, but at most OUTPUT_GRACE_MS.
-    const ended = (s: NodeJS.ReadableStream & { readableEnded: boolean }) =>
-      new Promise<void>((r) => (s.readableEnded ? r() : s.once('end', () => r()).once('close', () => r())));
-    const outputDone = Promise.all([ended(child.stdout), ended(child.stderr)]);
+    // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting.
+    const drained = outputDrained([child.stdout, child.stderr]);
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      void Promise.race([outputDone, new Promise((r) => setTimeout(r, OUTPUT_GRACE_MS))]).then(() => {
+      void drained(OUTPUT_GRACE_MS).then(() => {
         child.stdout.destroy();
         child.stderr.destroy();
         if (timedOut) {

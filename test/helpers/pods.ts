@@ -1,10 +1,11 @@
 // Shared by the pod sandbox tests: a daemon on a test CNI network, pod configs, and a census of everything
 // a pod could leave on the machine (netns pins, mounts, veths, IPAM leases, cgroups).
-import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { removeCgroupTree } from './cgroups.js';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, type TestDaemon } from './daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir, type TestDaemon } from './daemon.js';
 import { makeNetwork, deleteBridge, bridgePorts, type TestNetwork, type NetworkOptions } from './cni.js';
 import { runtimeCall } from '../../src/cli/client.js';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig.js';
@@ -14,14 +15,22 @@ export class PodTestEnv {
   readonly cgroupTop = `/skiff-test-pods-${randomBytes(3).toString('hex')}`;
   readonly daemons: TestDaemon[] = [];
   readonly networks: TestNetwork[] = [];
+  private readonly dirs: string[] = [];
   private seq = 0;
 
   daemonConfig(confDir: string, extra = ''): string {
     return `cgroup_parent = "${this.cgroupTop}"\n${extra}[cni]\nconf_dir = "${confDir}"\n`;
   }
 
+  /** A scratch dir removed (after unmounting what is left below it) in cleanupEach. */
+  async scratchDir(): Promise<string> {
+    const dir = await makeScratchDir('skiff-pods-');
+    this.dirs.push(dir);
+    return dir;
+  }
+
   async netDaemon(opts: NetworkOptions & { dir?: string; config?: string } = {}): Promise<{ d: TestDaemon; net: TestNetwork }> {
-    const dir = opts.dir ?? (await makeScratchDir('skiff-pods-'));
+    const dir = opts.dir ?? (await this.scratchDir());
     const net = await makeNetwork(dir, opts);
     this.networks.push(net);
     const d = await startDaemon({ dir, config: opts.config ?? this.daemonConfig(net.confDir) });
@@ -60,11 +69,12 @@ export class PodTestEnv {
       await d.cleanup();
     }
     for (const n of this.networks.splice(0)) deleteBridge(n);
+    for (const dir of this.dirs.splice(0)) await removeScratchDir(dir);
   }
 
-  /** afterAll: the cgroup top dirs. */
+  /** afterAll: the cgroup top dirs (and pod dirs a failed test left in them). */
   async cleanupAll(): Promise<void> {
-    for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, this.cgroupTop)).catch(() => undefined);
+    await removeCgroupTree(this.cgroupTop);
   }
 
   /** Everything a pod could leave on the machine. */
@@ -80,7 +90,8 @@ export class PodTestEnv {
     // portmap's DNAT rules carry the network name in a comment
     const nat = await sh('iptables', ['-w', '5', '-t', 'nat', '-S']);
     out.push(...nat.stdout.split('\n').filter((l) => l.includes(net.name)).map((l) => `iptables ${l}`));
-    for (const ctl of ['memory', 'pids', 'cpu']) {
+    // every hierarchy: v1 controllers, name=systemd and the v2 "unified" tree, where runc makes dirs too
+    for (const ctl of await readdir('/sys/fs/cgroup')) {
       const dirs = await readdir(join('/sys/fs/cgroup', ctl, this.cgroupTop), { withFileTypes: true }).catch(() => []);
       out.push(...dirs.filter((e) => e.isDirectory()).map((e) => `cgroup ${ctl}/${e.name}`));
     }

@@ -2,7 +2,8 @@
 // daemon on the same root lists them with the right state, and exits that happened while it was down
 // carry their real exit codes.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, rm, access } from 'node:fs/promises';
+import { join } from 'node:path';
 import { runtimeCall } from '../../src/cli/client.js';
 import { removeScratchDir } from '../helpers/daemon.js';
 import {
@@ -33,11 +34,17 @@ describe('restart recovery', () => {
     await startCtr(env, done);
     expect((await waitExited(env, done)).exit_code).toBe(3);
     const tickerLog = (await ctrStatus(env, ticker)).status!.log_path;
+    // a pod whose record will vanish while the daemon is down (as if its removal crashed half-way)
+    const orphanPod = await runPod(env);
+    const orphan = await createCtr(env, orphanPod, ctrConfig('orphan', ['sleep', '1000']));
+    await startCtr(env, orphan);
+    const orphanPid = JSON.parse((await ctrStatus(env, orphan, true)).info.info).pid as number;
 
     env.d.proc.kill('SIGKILL');
     await env.d.exited;
     env.d.client.close();
     const sizeAtKill = (await stat(tickerLog)).size;
+    await rm(join(env.d.root, 'pods', `${orphanPod.id}.json`));
     // `later` exits while no daemon runs
     await new Promise((r) => setTimeout(r, 2500));
     expect((await stat(tickerLog)).size).toBeGreaterThan(sizeAtKill);
@@ -48,6 +55,11 @@ describe('restart recovery', () => {
       (await runtimeCall(env2.d.client, 'ListContainers', {})).containers.map((c) => [c.metadata!.name, c.state]),
     );
     expect(states).toEqual({ ticker: 'CONTAINER_RUNNING', later: 'CONTAINER_EXITED', idle: 'CONTAINER_CREATED', done: 'CONTAINER_EXITED' });
+    // the orphan is gone: no record, no process, no bundle
+    const alive = (pid: number) => access(`/proc/${pid}`).then(() => true, () => false);
+    for (let i = 0; i < 50 && (await alive(orphanPid)); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(await alive(orphanPid)).toBe(false);
+    expect(await access(join(env2.d.state, 'containers', orphan)).then(() => true, () => false)).toBe(false);
 
     const l = (await ctrStatus(env2, later)).status!;
     expect(l.exit_code).toBe(7);

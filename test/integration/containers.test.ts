@@ -121,6 +121,15 @@ describe('container lifecycle', () => {
     expect(out.length).toBe(i + 2);
   });
 
+  it('a tty container runs under a console and its output still reaches the log', async () => {
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('tty', ['sh', '-c', 'test -t 1 && echo is-a-tty; exit 2'], { tty: true, stdin: true }));
+    await startCtr(env, id);
+    const s = await waitExited(env, id);
+    expect(s.exit_code).toBe(2);
+    expect((await logRecords(s.log_path)).map((r) => r.text.replace(/\r$/, ''))).toContain('is-a-tty');
+  });
+
   it('reports exit code 3 as 3 with reason Error', async () => {
     const pod = await runPod(env);
     const id = await createCtr(env, pod, ctrConfig('three', ['sh', '-c', 'exit 3']));

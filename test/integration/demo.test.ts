@@ -13,10 +13,13 @@ interface DemoRun {
   stderr: string;
 }
 
-/** Runs the demo (setup.sh already ran: the test command runs it first); `interruptOn` sends SIGTERM when stdout shows it. */
+/**
+ * Runs the demo (setup.sh already ran: the test command runs it first). `interruptOn`: when stdout shows it,
+ * SIGINT goes to the demo's whole process group, as a Ctrl-C in a terminal does.
+ */
 function runDemo(interruptOn?: RegExp): Promise<DemoRun> {
   return new Promise((resolve) => {
-    const p = spawn('bash', [join(REPO_ROOT, 'scripts/demo.sh')], { env: { ...process.env, SKIFF_DEMO_SKIP_SETUP: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('bash', [join(REPO_ROOT, 'scripts/demo.sh')], { env: { ...process.env, SKIFF_DEMO_SKIP_SETUP: '1' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stdout = '';
     let stderr = '';
     let sent = false;
@@ -24,7 +27,7 @@ function runDemo(interruptOn?: RegExp): Promise<DemoRun> {
       stdout += d;
       if (interruptOn && !sent && interruptOn.test(stdout)) {
         sent = true;
-        p.kill('SIGTERM');
+        process.kill(-p.pid!, 'SIGINT');
       }
     });
     p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -44,14 +47,19 @@ function leftovers(out: string): string[] {
   if (existsSync(`/sys/class/net/${bridge}`)) found.push(`bridge ${bridge}`);
   const chain = `SKDEMO-${bridge!.slice('skdemo'.length)}`;
   if (execFileSync('iptables', ['-w', '5', '-S'], { encoding: 'utf8' }).includes(chain)) found.push(`iptables chain ${chain}`);
+  // the daemon, conmon, the pod's init name the scratch dir; the container's own processes are found by
+  // their cgroup, whose path holds the container ID
+  const ctr = /^container ([0-9a-f]{64})$/m.exec(out)?.[1];
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     let cmd = '';
+    let cgroup = '';
     try {
       cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      cgroup = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
     } catch {
       continue;
     }
-    if (cmd.includes(work!)) found.push(`process ${pid}: ${cmd.replace(/\0/g, ' ').slice(0, 120)}`);
+    if (cmd.includes(work!) || (ctr && cgroup.includes(ctr))) found.push(`process ${pid}: ${cmd.replace(/\0/g, ' ').slice(0, 120)}`);
   }
   return found;
 }
@@ -68,13 +76,13 @@ describe('scripts/demo.sh', () => {
     // exec -s, then the TERM trap's goodbye with its CRI timestamp
     expect(r.stdout).toMatch(/cat \/etc\/hostname\nskiff-demo\n/);
     expect(r.stdout).toMatch(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\S* got SIGTERM, bye/);
-    expect(r.stdout).toMatch(/Exited\s+hello/);
+    expect(r.stdout).toMatch(/Exited\s+hello\s+0\s+[0-9a-f]{13}\s+demo\s+default/);
     expect(r.stdout).toMatch(/Removed sandbox [0-9a-f]{64}/);
     expect(r.stdout).toContain('demo finished; everything cleaned up');
     expect(leftovers(r.stdout)).toEqual([]);
   });
 
-  it('cleans up when interrupted with a pod running', { timeout: 180_000 }, async () => {
+  it('cleans up after a Ctrl-C with a pod running', { timeout: 180_000 }, async () => {
     const r = await runDemo(/^container [0-9a-f]{64}$/m);
     expect(r.code).toBe(130);
     expect(r.stderr).toContain('demo FAILED (exit 130); cleaned up');

@@ -2,14 +2,14 @@
 // visible inside the container; a broken CDI spec file named with its line; idmapped mounts honoured by
 // crun in a userns pod and refused for runc 1.1.5 and for a volume on a filesystem that cannot be idmapped.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { runtimeCall } from '../../src/cli/client.js';
 import type { OciEnv } from '../helpers/containers.js';
-import { k129Daemon, destroyK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig, usernsPodConfig, USERNS_MAPPING } from '../helpers/k129.js';
-import { makeScratchDir } from '../helpers/daemon.js';
+import { k129Daemon, destroyK129, restartK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig, usernsPodConfig, USERNS_MAPPING } from '../helpers/k129.js';
+import { makeScratchDir, runCli } from '../helpers/daemon.js';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig.js';
 
 let env: OciEnv | undefined;
@@ -48,6 +48,10 @@ beforeAll(async () => {
       `          hostPath: ${nodePath}`,
       'containerEdits:',
       '  env: ["SK129_CDI=yes"]',
+      '  hooks:',
+      '    - hookName: createRuntime',
+      '      path: /bin/sh',
+      `      args: [sh, -c, "cat > ${join(files, 'hook-state')}"]`,
       '  mounts:',
       `    - hostPath: ${share}`,
       '      containerPath: /cdi-share',
@@ -79,7 +83,7 @@ async function sh(id: string, script: string): Promise<{ out: string; err: strin
 }
 
 describe('CDI devices', () => {
-  it('puts the device node, mount and env of a CDI spec into the container (CDI_devices and annotation)', async () => {
+  it('puts the device node, mount, env and hook of a CDI spec into the container (CDI_devices and annotation)', async () => {
     const pod = await runK129Pod(env!);
     const viaField = await runCtr(pod, k129CtrConfig('cdi', ['sleep', '1000'], { CDI_devices: [{ name: 'skiff.test/k129=null0' }] }));
     const viaAnnotation = await runCtr(pod, k129CtrConfig('cdi-ann', ['sleep', '1000'], { annotations: { 'cdi.k8s.io/k129-test': 'skiff.test/k129=null0' } }));
@@ -88,9 +92,15 @@ describe('CDI devices', () => {
       expect(r.err).toBe('');
       expect(r.out.split('\n')).toEqual(['character special file 1:3', 'yes null0', 'from the CDI mount', 'wrote', 'read-only', '']);
     }
+    // the spec's hook ran on the host with the container's state on stdin
+    const state = JSON.parse(await readFile(join(files, 'hook-state'), 'utf8')) as { id: string; status: string };
+    expect([viaField, viaAnnotation]).toContain(state.id);
     // inspect (verbose status) names them
     const info = JSON.parse((await runtimeCall(env!.d.client, 'ContainerStatus', { container_id: viaField, verbose: true })).info.info) as Record<string, unknown>;
     expect(info.cdiDevices).toEqual({ requested: ['skiff.test/k129=null0'], deviceNodes: ['/dev/sk129null'] });
+    const cli = await runCli(['-r', env!.d.socket, 'inspect', viaField]);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect((JSON.parse(cli.stdout) as { info: { info: Record<string, unknown> } }).info.info.cdiDevices).toEqual(info.cdiDevices);
     // a container without CDI devices has none of it
     const plain = await runCtr(pod, k129CtrConfig('plain', ['sleep', '1000']));
     expect((await sh(plain, 'ls /dev/sk129null /cdi-share 2>&1; echo "[$SK129_CDI]"')).out).toMatch(/No such file[\s\S]*No such file[\s\S]*\[\]/);
@@ -153,9 +163,23 @@ describe('idmapped mounts in a user-namespace pod', () => {
     const ociMap = [{ containerID: 0, hostID: 100000, size: 65536 }];
     expect(info.userNamespace).toEqual({ uidMappings: ociMap, gidMappings: ociMap });
     expect(info.idmappedMounts).toEqual([{ containerPath: '/data', hostPath: vol, uidMappings: ociMap, gidMappings: ociMap }]);
+    const cli = await runCli(['-r', env!.d.socket, 'inspect', id]);
+    expect(cli.code, cli.stderr).toBe(0);
+    const shown = (JSON.parse(cli.stdout) as { info: { info: Record<string, unknown> } }).info.info;
+    expect([shown.idmappedMounts, shown.userNamespace]).toEqual([info.idmappedMounts, info.userNamespace]);
     // the control: the same volume without mappings shows the host owner as unmapped (nobody)
     const plain = await runCtr(pod, k129CtrConfig('no-idmap', ['sleep', '1000'], { mounts: [{ container_path: '/data', host_path: vol }] }));
     expect((await sh(plain, 'stat -c "%u:%g" /data/owned-by-1000')).out).toBe('65534:65534\n');
+    // a daemon restart keeps the pod (its user namespace pin included) and the container usable
+    await restartK129(env!);
+    expect((await runtimeCall(env!.d.client, 'PodSandboxStatus', { pod_sandbox_id: pod.id })).status!.state).toBe('SANDBOX_READY');
+    expect((await sh(id, 'stat -c "%u:%g" /data/owned-by-1000; cat /proc/self/uid_map')).out.split('\n')[0]).toBe('1000:1000');
+    // the pod's pinned user namespace goes with the pod
+    const podInfo = JSON.parse((await runtimeCall(env!.d.client, 'PodSandboxStatus', { pod_sandbox_id: pod.id, verbose: true })).info.info) as { namespaces: { user?: string } };
+    expect(podInfo.namespaces.user).toMatch(/\/ns\/user$/);
+    await runtimeCall(env!.d.client, 'StopPodSandbox', { pod_sandbox_id: pod.id });
+    await runtimeCall(env!.d.client, 'RemovePodSandbox', { pod_sandbox_id: pod.id });
+    expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(pod.id);
   });
 
   it('runc 1.1.5 (ignores mount idmaps): refused with FAILED_PRECONDITION naming the handler', async () => {
@@ -166,6 +190,21 @@ describe('idmapped mounts in a user-namespace pod', () => {
     expect(r.details).toContain('/data');
     const list = await runtimeCall(env!.d.client, 'ListContainers', { filter: { pod_sandbox_id: pod.id } });
     expect(list.containers).toEqual([]);
+  });
+
+  it('runc runs a userns pod\'s container (pod PID namespace too) in the pod\'s mappings when no mount asks for idmapping', async () => {
+    const config = usernsPodConfig(env!);
+    config.linux!.security_context!.namespace_options!.pid = 'POD';
+    const pod = await runK129Pod(env!, config, 'runc');
+    const id = await runCtr(
+      pod,
+      k129CtrConfig('userns-runc', ['sleep', '1000'], {
+        mounts: [{ container_path: '/data', host_path: vol }],
+        linux: { security_context: { namespace_options: { pid: 'POD' } } },
+      }),
+    );
+    const r = await sh(id, 'cat /proc/self/uid_map; stat -c "%u" /data/owned-by-1000; hostname; cat /proc/1/comm');
+    expect(r.out.split('\n').map((l) => l.trim().split(/\s+/).join(' '))).toEqual(['0 100000 65536', '65534', pod.config.hostname, 'catatonit', '']);
   });
 
   it('a volume on a filesystem that cannot be idmapped: refused naming its path and filesystem type', async () => {

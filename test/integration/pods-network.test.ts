@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { readFile, readdir, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, writeSlowPlugin, type TestNetwork } from '../helpers/cni.js';
 import { PodTestEnv, sh, codeOf, runPod, podStatus, podInfo, netnsOf, listenIn, connectFrom, waitForLog } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
@@ -52,8 +52,8 @@ describe('network readiness and CNI CHECK', () => {
     expect((await networkCondition(d)).status).toBe(true);
   });
 
-  it('CHECK: verbose status reports the network healthy, then broken once the pod lost its address; logged at restart', async () => {
-    const { d } = await env.netDaemon();
+  it.each(['1.0.0', '0.4.0'])('CHECK (spec %s): verbose status reports the network healthy, then broken once the pod lost its address; logged at restart', async (cniVersion) => {
+    const { d } = await env.netDaemon({ cniVersion });
     const id = await runPod(d, env.podConfig());
     expect((await podInfo(d, id)).networkCheck, 'healthy').toBe('ok');
     expect((await podStatus(d, id)).info).toEqual({}); // not verbose: no CHECK, no info
@@ -71,7 +71,7 @@ describe('network readiness and CNI CHECK', () => {
   });
 
   it('CHECK is skipped when the conflist says disableCheck', async () => {
-    const dir = await makeScratchDir('skiff-pods-');
+    const dir = await env.scratchDir();
     const net = await makeNetwork(dir);
     env.networks.push(net);
     const file = join(net.confDir, '10-skpod.conflist');
@@ -196,7 +196,7 @@ describe('pod files and cgroup', () => {
 
 describe('records lost, runs interrupted', () => {
   async function slowDaemon(ms: number): Promise<{ d: TestDaemon; net: TestNetwork }> {
-    const dir = await makeScratchDir('skiff-pods-');
+    const dir = await env.scratchDir();
     const bin = await writeSlowPlugin(dir, ms);
     return env.netDaemon({
       dir,

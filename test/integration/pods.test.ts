@@ -3,7 +3,7 @@ import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
 import { readdir, readFile, writeFile, mkdir, copyFile, chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, makeScratchDir, removeScratchDir } from '../helpers/daemon.js';
+import { startDaemon, removeScratchDir } from '../helpers/daemon.js';
 import { installGuard, removeGuard, makeNetwork, bridgePorts } from '../helpers/cni.js';
 import { PodTestEnv, sh, codeOf, runPod as run, podStatus, netnsOf, listenIn, NODE, CONNECT } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
@@ -115,7 +115,7 @@ describe('pod sandboxes on a CNI bridge', () => {
 describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
   it('a hostNetwork pod has no netns, no CNI call, an empty network status, and echoes its namespace options', async () => {
     // no CNI config at all: only hostNetwork pods may run
-    const dir = await makeScratchDir('skiff-pods-');
+    const dir = await env.scratchDir();
     const d = await startDaemon({ dir, config: env.daemonConfig(join(dir, 'none')) });
     env.daemons.push(d);
     const refused = await runtimeCall(d.client, 'RunPodSandbox', { config: env.podConfig() }).catch((e: { code: number; details: string }) => e);
@@ -160,6 +160,8 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
       [{ 'net.ipv4.ip_forward': '0' }, true],
       [{ 'kernel.shmmax': '1' }, true],
       [{ '../../etc/passwd': 'x' }, false],
+      // namespaced by name, but the kernel has no such key: fails when applied, after the pod was half made
+      [{ 'net.ipv4.skpod_no_such_key': '1' }, false],
     ];
     for (const [sysctls, hostNamespaces] of bad) {
       const c = env.podConfig({}, hostNamespaces);
@@ -207,12 +209,22 @@ describe('pod sandboxes: host namespaces, sysctls, names, handlers', () => {
     expect(comm).not.toBe('catatonit\n');
     await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
     expect(await env.leftovers(d, net)).toEqual([]);
+    // an init that dies on its own takes the pod with it (its PID namespace is gone): NOTREADY
+    const id2 = await run(d, cfg);
+    const pid2 = (JSON.parse((await podStatus(d, id2, true)).info.info) as { pid: number }).pid;
+    process.kill(pid2, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await podStatus(d, id2)).status!.state).toBe('SANDBOX_NOTREADY');
+    expect((await runtimeCall(d.client, 'ListPodSandbox', { filter: { state: { state: 'SANDBOX_READY' } } })).items).toEqual([]);
+    await runtimeCall(d.client, 'StopPodSandbox', { pod_sandbox_id: id2 });
+    await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id2 });
+    expect(await env.leftovers(d, net)).toEqual([]);
   });
 });
 
 describe('pod sandboxes: teardown never leaks', () => {
   it('failed runs (missing plugin after bridge, bad conflist) leave no netns, veth, lease, mount or cgroup', async () => {
-    const dir = await makeScratchDir('skiff-pods-');
+    const dir = await env.scratchDir();
     const net = await makeNetwork(dir, { extraPlugins: [{ type: 'skpod-no-such-plugin' }] });
     env.networks.push(net);
     const d = await startDaemon({ dir, config: env.daemonConfig(net.confDir) });
@@ -229,7 +241,7 @@ describe('pod sandboxes: teardown never leaks', () => {
   });
 
   it('a pod whose conflist and plugins vanished after it ran can still be stopped and removed', async () => {
-    const dir = await makeScratchDir('skiff-pods-');
+    const dir = await env.scratchDir();
     // private copies of the plugins, so one can be deleted without touching the machine's
     const bin = join(dir, 'cni-bin');
     await mkdir(bin);

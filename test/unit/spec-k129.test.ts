@@ -117,6 +117,21 @@ describe('user namespace and idmapped mounts steps', () => {
     expect(buildSpec(withUts).hostname).toBe('h');
   });
 
+  it('joins the pod\'s pinned user namespace without the fallbacks for host-owned namespaces', () => {
+    const pinned = input({ userns: true });
+    pinned.pod.namespaces = { net: '/run/x/net', ipc: '/run/x/ipc', uts: '/run/x/uts', user: '/run/x/user' };
+    const spec = buildSpec(pinned);
+    expect(spec.linux.namespaces.filter((n) => n.type === 'user')).toEqual([{ type: 'user', path: '/run/x/user' }]);
+    expect(spec.hostname).toBe('h');
+    expect(spec.mounts.find((m) => m.destination === '/dev/mqueue')?.type).toBe('mqueue');
+    expect(spec.mounts.find((m) => m.destination === '/sys')?.type).toBe('sysfs');
+    // an older pod record without a pinned user namespace: its namespaces belong to the host's
+    pinned.pod.namespaces = { net: '/run/x/net', ipc: '/run/x/ipc', uts: '/run/x/uts' };
+    const old = buildSpec(pinned);
+    expect(old.mounts.some((m) => m.type === 'mqueue')).toBe(false);
+    expect(old.mounts.find((m) => m.destination === '/sys')).toEqual({ destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'] });
+  });
+
   it('leaves pods without userns in the host user namespace', () => {
     const spec = buildSpec(input());
     expect(spec.linux.namespaces.some((n) => n.type === 'user')).toBe(false);
