@@ -14,11 +14,12 @@ import { makeScratchDir, runCli, SKIFF_BIN } from '../helpers/daemon.js';
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import * as pty from '@lydell/node-pty';
-import { BUSYBOX, ociDaemon, destroyEnv, ctrConfig, runPod, createCtr, startCtr, ctrStatus, waitExited, exec, podConfig, type OciEnv } from '../helpers/containers.js';
+import { BUSYBOX, CGROUP_TOP, ociDaemon, destroyEnv, ctrConfig, runPod, createCtr, startCtr, ctrStatus, waitExited, exec, podConfig, type OciEnv } from '../helpers/containers.js';
 import { WsRemoteCommand } from '../helpers/ws-remotecommand.js';
 import { sink, sha, until, roundTrip, wsPortForwardEcho } from '../helpers/stream-io.js';
 import { buildGoSpdyClient, runGoSpdyClient } from '../helpers/go-spdy.js';
 import { loadBusybox } from '../helpers/registry.js';
+import { removeCgroupTree } from '../helpers/cgroups.js';
 import { parseErrorStream } from '../../src/stream/protocol.js';
 
 const GUARD = 'SKIFF-STR-GUARD';
@@ -66,6 +67,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (env) await destroyEnv(env);
   removeGuard(GUARD);
+  await removeCgroupTree(CGROUP_TOP);
 });
 
 describe('exec over SPDY (our client)', () => {
