@@ -87,6 +87,8 @@ export interface RemoteCommandOptions {
   initialSize?: TerminalSize;
   /** Offer only these protocols (tests of older versions); default v4…v1. */
   protocols?: readonly string[];
+  /** https: whether the server's certificate must verify (default true). */
+  rejectUnauthorized?: boolean;
 }
 
 /**
@@ -94,7 +96,7 @@ export interface RemoteCommandOptions {
  * protocols: 0, or 1 with the server's message), rejects when the server reports an error.
  */
 export async function runRemoteCommand(url: string, opts: RemoteCommandOptions): Promise<number> {
-  const { conn, protocol } = await dialSpdy(url, opts.protocols ?? SPDY_REMOTECOMMAND_PROTOCOLS);
+  const { conn, protocol } = await dialSpdy(url, opts.protocols ?? SPDY_REMOTECOMMAND_PROTOCOLS, { rejectUnauthorized: opts.rejectUnauthorized });
   try {
     const errorStream = await openStream(conn, { streamtype: 'error' });
     const errorText = collect(errorStream);

@@ -6,6 +6,10 @@ import { PassThrough } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { createServer, connect, type Server, type AddressInfo, type Socket } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
 import { StreamingServer } from '../../src/stream/server.js';
 import { runRemoteCommand, PortForwardSession, dialSpdy, StreamingError } from '../../src/stream/client.js';
@@ -300,5 +304,31 @@ describe("interop with Go's spdystream (kubelet/crictl/kubectl's SPDY library)",
     const r = await runGoSpdyClient(goClient, ['pf', url, String((echo.address() as AddressInfo).port)], payload);
     expect(r.code, r.stderr).toBe(0);
     expect(sha(r.stdout)).toBe(sha(payload));
+  });
+});
+
+describe('streaming server over TLS', () => {
+  it('serves https URLs when tls_cert/tls_key are set', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'skstr-tls-'));
+    try {
+      const [cert, key] = [join(dir, 'c.pem'), join(dir, 'k.pem')];
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+      const server = new StreamingServer({ address: '127.0.0.1', port: 0, tokenTtlSeconds: 60, tlsCert: cert, tlsKey: key }, hostBackends(), log);
+      await server.start();
+      try {
+        const url = server.execUrl({ ...base, stdin: false, stderr: false, cmd: ['echo', 'over tls'] });
+        expect(url).toMatch(/^https:\/\//);
+        // a client that checks certificates refuses this self-signed one
+        await expect(dialSpdy(url, ['v4.channel.k8s.io'])).rejects.toThrow(/self[- ]signed/);
+        const url2 = server.execUrl({ ...base, stdin: false, stderr: false, cmd: ['echo', 'over tls'] });
+        const stdout = sink();
+        expect(await runRemoteCommand(url2, { stdout, tty: false, rejectUnauthorized: false })).toBe(0);
+        expect(stdout.text()).toBe('over tls\n');
+      } finally {
+        await server.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
