@@ -8,12 +8,11 @@
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import * as pty from '@lydell/node-pty';
+import type { EventEmitter } from 'node:events';
 import type { CommandIo } from '../stream/backend.js';
 
 /** After exit, output still in the pipe is drained for at most this long. */
 const DRAIN_AFTER_EXIT_MS = 1000;
-/** After a pty's process exited, output is awaited until it has been quiet this long. */
-const PTY_QUIET_MS = 50;
 /** Printed by the raw-terminal wrapper once the terminal is raw (see runInPty). */
 const RAW_MARKER = 'skiff:pty-raw:';
 /** End of transmission: what a terminal sends for Ctrl-D, i.e. EOF for the program reading the tty. */
@@ -111,12 +110,12 @@ function runInPty(file: string, args: readonly string[], io: CommandIo, opts: Pr
       return;
     }
     const out = io.stdout;
-    let lastData = 0;
+    // node-pty's terminal emits 'close' when reading it fails with EIO: all its output has been read.
+    const outputEnded = new Promise<void>((r) => (term as unknown as EventEmitter).once('close', () => r()));
     // rawTerminal: output up to the marker is the wrapper's, not the program's.
     let preamble: Buffer | undefined = opts.rawTerminal ? Buffer.alloc(0) : undefined;
     const held: (Buffer | string)[] = [];
     const dataSub = term.onData((chunk: string | Buffer) => {
-      lastData = Date.now();
       let d: Buffer = Buffer.from(chunk);
       if (preamble) {
         preamble = Buffer.concat([preamble, d]);
@@ -169,18 +168,19 @@ function runInPty(file: string, args: readonly string[], io: CommandIo, opts: Pr
       io.resize.off('resize', onResize);
       io.stdin?.off('data', onStdin);
       io.stdin?.off('end', onStdinEnd);
-      // The last output can arrive just after the exit event: wait for a short quiet spell (bounded).
-      const exitedAt = Date.now();
-      const settle = (): void => {
-        const now = Date.now();
-        if (now - lastData < PTY_QUIET_MS && now - exitedAt < DRAIN_AFTER_EXIT_MS) {
-          setTimeout(settle, PTY_QUIET_MS);
-          return;
-        }
+      // The last output can arrive after the exit event (the kernel passes pty data on asynchronously,
+      // later still on a busy machine): wait for the end of the terminal's output (EIO once no process
+      // holds it open), but not for ever: a background child may keep it open.
+      let finished = false;
+      const finish = (): void => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(cap);
         dataSub.dispose();
         resolve(signal ? signalExitCode(signal) : exitCode);
       };
-      setTimeout(settle, PTY_QUIET_MS);
+      const cap = setTimeout(finish, DRAIN_AFTER_EXIT_MS);
+      void outputEnded.then(finish);
     });
   });
 }
