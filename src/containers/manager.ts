@@ -2,6 +2,7 @@
 // updates, log reopening, exit watching and restart recovery. Every state change of a container runs
 // under that container's mutex and ends in an atomically written record and one lifecycle event.
 // The OCI runtime is reached only through the RuntimeDriver.
+import type { CommandIo } from '../stream/backend.js';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
@@ -549,6 +550,27 @@ export class ContainerManager {
     if (!c.logPath) return;
     await mkdir(dirname(c.logPath), { recursive: true });
     await this.deps.driver.reopenLog(this.ref(c), c.logPath);
+  }
+
+  /** Streaming exec (exec -it): the container's process settings with `cmd`, to the client's stdio. */
+  async execStreaming(idOrPrefix: string, cmd: string[], tty: boolean, io: CommandIo): Promise<number> {
+    if (cmd.length === 0) throw invalidArgument('cmd is required');
+    const c = this.get(idOrPrefix);
+    if (c.state !== 'running') throw failedPrecondition(`container is ${c.state}, not running`, { container: c.id });
+    const spec = await this.spec(c);
+    const env = spec.process.env ?? [];
+    // Like other runtimes: a terminal needs a TERM to be usable.
+    const withTerm = tty && !env.some((e) => e.startsWith('TERM=')) ? [...env, 'TERM=xterm'] : env;
+    const process = { ...spec.process, args: cmd, terminal: tty, env: withTerm };
+    delete process.oomScoreAdj;
+    return this.deps.driver.execStreaming(this.ref(c), { process, tty }, io);
+  }
+
+  /** Attach to a running container's stdio; resolves when it exits or the client detaches. */
+  async attach(idOrPrefix: string, io: CommandIo): Promise<void> {
+    const c = this.get(idOrPrefix);
+    if (c.state !== 'running') throw failedPrecondition(`container is ${c.state}, not running`, { container: c.id });
+    await this.deps.driver.attach(this.ref(c), { tty: c.config.tty }, io);
   }
 
   /** The attach socket of a running container (for the streaming server). */

@@ -16,6 +16,10 @@ import { run } from '../util/exec.js';
 import { lookPath } from '../util/which.js';
 import { deadlineExceeded, errnoCode, errorMessage, failedPrecondition, internal } from '../errors.js';
 import { runExec } from './exec-sync.js';
+import { runStreamingExec } from './exec-stream.js';
+import { attachConmon } from './attach.js';
+import type { OciProcess } from './spec/types.js';
+import type { CommandIo } from '../stream/backend.js';
 
 /** conmon reports the container pid once the runtime's create returned; runc create takes ~50 ms. */
 const CREATE_TIMEOUT_MS = 60_000;
@@ -219,6 +223,15 @@ export class ConmonDriver implements RuntimeDriver {
   async exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult> {
     const rt = await this.runtime(ref.handler);
     return runExec({ conmon: await this.conmon(), runtime: rt.binary, runtimeArgs: rt.global, id: ref.id, bundle: ref.bundle, socketDir: this.opts.socketDir }, opts);
+  }
+
+  async execStreaming(ref: RuntimeRef, opts: { process: OciProcess; tty: boolean }, io: CommandIo): Promise<number> {
+    const rt = await this.runtime(ref.handler);
+    return runStreamingExec({ binary: rt.binary, global: rt.global, id: ref.id, bundle: ref.bundle }, opts.process, opts.tty, io);
+  }
+
+  attach(ref: RuntimeRef, opts: { tty: boolean }, io: CommandIo): Promise<void> {
+    return attachConmon({ id: ref.id, socketPath: this.attachSocketPath(ref), ctlPath: join(ref.bundle, 'ctl'), tty: opts.tty }, io);
   }
 
   async update(ref: RuntimeRef, resources: OciResources): Promise<void> {
