@@ -8,7 +8,7 @@ import type { ResolvedDevice, ResolvedUser } from './input.js';
 import type { OciSeccomp } from './types.js';
 import { parseGroup, parsePasswd, resolveUser } from './user.js';
 import { runtimeDefaultSeccomp, seccompChoice } from './seccomp.js';
-import { errnoCode, errorMessage, invalidArgument, notFound } from '../../errors.js';
+import { errnoCode, errorMessage, invalidArgument } from '../../errors.js';
 
 /** The largest /etc/passwd or /etc/group we read from an image (real ones are a few KiB). */
 export const ROOTFS_FILE_LIMIT = 1024 * 1024;
@@ -120,7 +120,8 @@ export async function resolveDevices(config: ContainerConfig__Output): Promise<R
     try {
       st = await stat(d.host_path);
     } catch (err) {
-      throw notFound(`device ${d.host_path}: ${errorMessage(err)}`, { path: d.host_path });
+      // like a missing mount host path: the request names something that is not there
+      throw invalidArgument(`device ${d.host_path}: ${errnoCode(err) === 'ENOENT' ? 'does not exist' : errorMessage(err)}`, { path: d.host_path });
     }
     if (!st.isCharacterDevice() && !st.isBlockDevice()) throw invalidArgument(`device ${d.host_path} is not a device node`, { path: d.host_path });
     const rdev = st.rdev;
@@ -145,7 +146,7 @@ export async function resolveSeccomp(config: ContainerConfig__Output): Promise<O
   try {
     text = await readFile(choice.path, 'utf8');
   } catch (err) {
-    throw notFound(`seccomp profile ${choice.path}: ${errorMessage(err)}`, { path: choice.path });
+    throw invalidArgument(`seccomp profile ${choice.path}: ${errnoCode(err) === 'ENOENT' ? 'does not exist' : errorMessage(err)}`, { path: choice.path });
   }
   try {
     const profile = JSON.parse(text) as OciSeccomp;
