@@ -30,7 +30,7 @@ import { apparmorEnabled, checkHostPaths, ownOomScoreAdj, resolveContainerUser, 
 import { completeCriLog } from '../oci/cri-log.js';
 import { removeEmptyCgroupDir } from '../oci/cgroup-leftovers.js';
 import { containerStatus, exitReason, matchesFilter, type ContainerFilter } from './status.js';
-import { alreadyExists, cancelled, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
+import { alreadyExists, cancelled, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal, SkiffError } from '../errors.js';
 
 /**
  * kubelet's cap on ExecSync output (16 MiB), for stdout and stderr together and less a little room for
@@ -247,7 +247,10 @@ export class ContainerManager {
           await this.store.save(id, rec);
           this.containers.set(id, rec);
         });
-      } catch (err) {
+      } catch (caught) {
+        // A plain error (EACCES, ENOSPC, … from mkdir or a write) would reach the client as UNKNOWN
+        // without saying which container: give it a kind and the id, as the pod manager's steps do.
+        const err = caught instanceof SkiffError ? caught : internal(`creating the container failed: ${errorMessage(caught)}`, { container: id }, caught);
         log.warn({ err: errorMessage(err) }, 'container create failed; undoing it');
         await this.locks.run(id, () => this.destroy(rec)).catch((e: unknown) => log.error({ err: errorMessage(e) }, 'undoing the failed create left resources behind'));
         if (this.names.get(key) === id) this.names.delete(key);
