@@ -3,7 +3,7 @@
 // under that container's mutex and ends in an atomically written record and one lifecycle event.
 // The OCI runtime is reached only through the RuntimeDriver.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { SkiffConfig } from '../config/config.js';
@@ -21,6 +21,7 @@ import type { ImageRunConfig } from '../oci/spec/input.js';
 import type { SpecPreparer } from './k129-prepare.js';
 import { k129Info } from './k129-info.js';
 import { RecordStore } from '../store/record-store.js';
+import { writeFileAtomic } from '../store/atomic.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { findByIdOrPrefix } from '../util/id-prefix.js';
 import { nowNanos } from '../events/bus.js';
@@ -231,7 +232,7 @@ export class ContainerManager {
             ...extras,
           });
           await this.deps.prepareSpec?.finish(spec, rootfs);
-          await writeFile(join(rec.bundle, 'config.json'), JSON.stringify(spec));
+          await writeFileAtomic(join(rec.bundle, 'config.json'), JSON.stringify(spec));
           if (logPath) await mkdir(dirname(logPath), { recursive: true });
           const tSpec = performance.now();
           const { pid } = await this.deps.driver.create({
@@ -535,14 +536,16 @@ export class ContainerManager {
       if (c.state !== 'running' && c.state !== 'created') throw failedPrecondition(`container is ${c.state}: its resources cannot change`, { container: c.id });
       if (!resources) return;
       await this.deps.driver.update(this.ref(c), ociResources(resources));
-      // Keep what was applied, so status reports it and the spec stays the truth for a restart.
-      c.config = { ...c.config, linux: { ...(c.config.linux ?? { security_context: null }), resources } };
+      // Keep what was applied, so status reports it and the spec stays the truth for a restart. The
+      // in-memory record changes only once both files are written: a failed write leaves no half state.
+      const config = { ...c.config, linux: { ...(c.config.linux ?? { security_context: null }), resources } };
       const spec = await this.spec(c).catch(() => undefined);
       if (spec) {
         spec.linux.resources = { ...spec.linux.resources, ...ociResources(resources) };
-        await writeFile(join(c.bundle, 'config.json'), JSON.stringify(spec));
+        await writeFileAtomic(join(c.bundle, 'config.json'), JSON.stringify(spec));
       }
-      await this.store.save(c.id, c);
+      await this.store.save(c.id, { ...c, config });
+      c.config = config;
     });
   }
 
