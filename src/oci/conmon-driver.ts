@@ -28,6 +28,8 @@ export interface ConmonDriverOptions {
   /** <state>/attach: conmon symlinks each container's attach dir here (short socket paths) */
   socketDir: string;
   cgroupDriver: 'cgroupfs' | 'systemd';
+  /** How long conmon gets to report the container's pid (default CREATE_TIMEOUT_MS; tests shorten it). */
+  createTimeoutMs?: number;
 }
 
 function parseSyncMessage(line: string): { pid: number; message?: string } {
@@ -123,10 +125,13 @@ export class ConmonDriver implements RuntimeDriver {
           settled = true;
           clearTimeout(timer);
           sync.destroy();
-          if (err) reject(err);
-          else resolve(pid!);
+          if (!err) return resolve(pid!);
+          // conmon (detached, in a session of its own) may still be creating the container: end it and
+          // whatever runtime state it made before the caller deletes the bundle under it.
+          void this.abandonCreate(o, child.pid).finally(() => reject(err));
         };
-        const timer = setTimeout(() => finish(deadlineExceeded(`conmon did not report the container within ${CREATE_TIMEOUT_MS} ms`, { container: o.id })), CREATE_TIMEOUT_MS);
+        const timeoutMs = this.opts.createTimeoutMs ?? CREATE_TIMEOUT_MS;
+        const timer = setTimeout(() => finish(deadlineExceeded(`conmon did not report the container within ${timeoutMs} ms`, { container: o.id })), timeoutMs);
         sync.on('data', (d: Buffer) => {
           buf += d.toString('utf8');
           const nl = buf.indexOf('\n');
@@ -153,6 +158,27 @@ export class ConmonDriver implements RuntimeDriver {
     } finally {
       await errFile.close();
     }
+  }
+
+  /**
+   * After a failed create: SIGKILL conmon's process groups (the one we spawned, and the daemonized one
+   * named in conmon.pid; the runtime's create runs in it) and have the runtime forget the container.
+   * Best effort: every step tolerates "already gone".
+   */
+  private async abandonCreate(o: CreateOptions, spawnedPid: number | undefined): Promise<void> {
+    const killGroup = (pid: number) => {
+      for (const target of [-pid, pid]) {
+        try {
+          process.kill(target, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    };
+    if (spawnedPid) killGroup(spawnedPid);
+    const monitor = Number((await readFile(join(o.bundle, 'conmon.pid'), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(monitor) && monitor > 1) killGroup(monitor);
+    await this.delete(o).catch(() => undefined);
   }
 
   async start(ref: RuntimeRef): Promise<void> {
