@@ -7,7 +7,7 @@ import type { ContainerConfig__Output } from '../../gen/runtime/v1/ContainerConf
 import type { ResolvedDevice, ResolvedUser } from './input.js';
 import type { OciSeccomp } from './types.js';
 import { parseGroup, parsePasswd, resolveUser } from './user.js';
-import { runtimeDefaultSeccomp, seccompChoice } from './seccomp.js';
+import { seccompChoice } from './seccomp.js';
 import { errnoCode, errorMessage, invalidArgument } from '../../errors.js';
 
 /** The largest /etc/passwd or /etc/group we read from an image (real ones are a few KiB). */
@@ -138,10 +138,11 @@ export async function resolveDevices(config: ContainerConfig__Output): Promise<R
   return out;
 }
 
-export async function resolveSeccomp(config: ContainerConfig__Output): Promise<OciSeccomp | undefined> {
+export async function resolveSeccomp(config: ContainerConfig__Output): Promise<OciSeccomp | 'runtime-default' | undefined> {
   const choice = seccompChoice(config.linux?.security_context);
   if (choice.kind === 'unconfined') return undefined;
-  if (choice.kind === 'runtime-default') return runtimeDefaultSeccomp();
+  // built with the container's capabilities by the security step
+  if (choice.kind === 'runtime-default') return 'runtime-default';
   let text: string;
   try {
     text = await readFile(choice.path, 'utf8');
