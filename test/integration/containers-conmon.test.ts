@@ -6,6 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmod, copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConmonDriver } from '../../src/oci/conmon-driver.js';
+import { runExec } from '../../src/oci/exec-sync.js';
 import { RuntimeHandlers } from '../../src/oci/runtime-handlers.js';
 import { SkiffError } from '../../src/errors.js';
 import { makeScratchDir, removeScratchDir } from '../helpers/daemon.js';
@@ -83,4 +84,26 @@ describe('ConmonDriver.create failure', () => {
       }
     }
   });
+});
+
+describe('ExecSync without a timeout', () => {
+  it('a monitor that never reports the pid is given up on (pid-arrival guard), and killed', async () => {
+    // stands in for a wedged conmon: holds the sync pipe open and never writes to it
+    const wedged = join(dir, 'wedged-conmon');
+    const marker = `skoci-wedged-${process.pid}`;
+    await copyFile('/bin/sleep', join(dir, marker));
+    await writeFile(wedged, `#!/bin/sh\nexec ${join(dir, marker)} 1000\n`);
+    await chmod(wedged, 0o755);
+    const b = join(dir, 'exec-bundle');
+    await mkdir(b, { recursive: true });
+    const t0 = Date.now();
+    const err = await runExec(
+      { conmon: wedged, runtime: 'runc', runtimeArgs: [], id: 'skoci-none', bundle: b, socketDir: join(dir, 'attach'), pidTimeoutMs: 500 },
+      { process: { args: ['true'], cwd: '/', env: [], user: { uid: 0, gid: 0 } }, timeoutMs: 0, maxOutputBytes: 1024 },
+    ).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(SkiffError);
+    expect((err as SkiffError).kind).toBe('deadline_exceeded');
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(await processesWith(marker)).toEqual([]);
+  }, 20_000);
 });
