@@ -38,15 +38,6 @@ function parseSyncMessage(line: string): { pid: number; message?: string } {
   return { pid, message: typeof v.message === 'string' ? v.message : undefined };
 }
 
-/** Whether `pid` is alive and runs `comm` (guards against a reused pid after a restart). */
-async function processIs(pid: number, comm: string): Promise<boolean> {
-  try {
-    return (await readFile(`/proc/${pid}/comm`, 'utf8')).trim() === comm;
-  } catch {
-    return false;
-  }
-}
-
 export class ConmonDriver implements RuntimeDriver {
   readonly exitDir: string;
   private conmonBinary?: string;
@@ -106,7 +97,6 @@ export class ConmonDriver implements RuntimeDriver {
     if (this.opts.cgroupDriver === 'systemd') args.push('-s');
     if (o.stdin) args.push('-i');
     if (o.tty) args.push('-t');
-    if (o.timeoutSeconds) args.push('-T', String(o.timeoutSeconds));
     // conmon's own complaints go to a file in the bundle: a file, unlike a pipe, never blocks anyone.
     const errFile = await open(join(o.bundle, 'conmon.log'), 'a');
     try {
@@ -231,15 +221,6 @@ export class ConmonDriver implements RuntimeDriver {
       () => false,
     );
     return { code, at: Math.floor(at), oomKilled };
-  }
-
-  async monitorAlive(ref: RuntimeRef): Promise<boolean> {
-    try {
-      const pid = Number((await readFile(join(ref.bundle, 'conmon.pid'), 'utf8')).trim());
-      return pid > 0 && (await processIs(pid, 'conmon'));
-    } catch {
-      return false;
-    }
   }
 
   async exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult> {

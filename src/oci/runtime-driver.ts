@@ -19,8 +19,6 @@ export interface CreateOptions extends RuntimeRef {
   logPath?: string;
   stdin: boolean;
   tty: boolean;
-  /** the container's whole-run timeout (0 = none); unused by CRI, kept for completeness */
-  timeoutSeconds?: number;
 }
 
 /** What the runtime says about a container (`runc state`). */
@@ -69,8 +67,6 @@ export interface RuntimeDriver {
   state(ref: RuntimeRef): Promise<RuntimeState | undefined>;
   /** The recorded exit, once the monitor wrote it. */
   exit(ref: RuntimeRef): Promise<ExitInfo | undefined>;
-  /** Whether the container's monitor process is still alive. */
-  monitorAlive(ref: RuntimeRef): Promise<boolean>;
   exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult>;
   update(ref: RuntimeRef, resources: OciResources): Promise<void>;
   /** Asks the monitor to reopen the CRI log file (after kubelet rotated it). */
