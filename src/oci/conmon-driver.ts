@@ -16,6 +16,7 @@ import { run } from '../util/exec.js';
 import { lookPath } from '../util/which.js';
 import { deadlineExceeded, errnoCode, errorMessage, failedPrecondition, internal } from '../errors.js';
 import { runExec } from './exec-sync.js';
+import { parseConmonSync } from './conmon-sync.js';
 
 /** conmon reports the container pid once the runtime's create returned; runc create takes ~50 ms. */
 const CREATE_TIMEOUT_MS = 60_000;
@@ -30,12 +31,6 @@ export interface ConmonDriverOptions {
   cgroupDriver: 'cgroupfs' | 'systemd';
   /** How long conmon gets to report the container's pid (default CREATE_TIMEOUT_MS; tests shorten it). */
   createTimeoutMs?: number;
-}
-
-function parseSyncMessage(line: string): { pid: number; message?: string } {
-  const v = JSON.parse(line) as { data?: unknown; pid?: unknown; message?: unknown };
-  const pid = typeof v.data === 'number' ? v.data : typeof v.pid === 'number' ? v.pid : NaN;
-  return { pid, message: typeof v.message === 'string' ? v.message : undefined };
 }
 
 export class ConmonDriver implements RuntimeDriver {
@@ -127,9 +122,9 @@ export class ConmonDriver implements RuntimeDriver {
           const nl = buf.indexOf('\n');
           if (nl < 0) return;
           try {
-            const m = parseSyncMessage(buf.slice(0, nl));
-            if (!(m.pid > 0)) finish(internal(`creating the container failed: ${(m.message ?? 'no reason given').trim()}`, { container: o.id, handler: o.handler }));
-            else finish(undefined, m.pid);
+            const m = parseConmonSync(buf.slice(0, nl));
+            if (!(m.value > 0)) finish(internal(`creating the container failed: ${(m.message ?? 'no reason given').trim()}`, { container: o.id, handler: o.handler }));
+            else finish(undefined, m.value);
           } catch (err) {
             finish(internal(`conmon sent an unreadable sync message: ${errorMessage(err)}`, { container: o.id }));
           }

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import type { ExecOptions, ExecResult } from './runtime-driver.js';
 import { deadlineExceeded, internal } from '../errors.js';
 import { outputDrained } from '../util/exec.js';
+import { parseConmonSync } from './conmon-sync.js';
 
 /**
  * How long conmon gets to report the exec'd process's pid (runc exec takes well under a second). Separate
@@ -65,11 +66,6 @@ export interface ExecTarget {
   socketDir: string;
   /** overrides PID_ARRIVAL_MS (tests) */
   pidTimeoutMs?: number;
-}
-
-function parseSync(line: string): { data: number; message?: string } {
-  const v = JSON.parse(line) as { data?: unknown; message?: unknown };
-  return { data: typeof v.data === 'number' ? v.data : NaN, message: typeof v.message === 'string' ? v.message : undefined };
 }
 
 export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecResult> {
@@ -158,16 +154,16 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           try {
-            const m = parseSync(line);
+            const m = parseConmonSync(line);
             if (pid === 0) {
-              if (!(m.data > 0)) message = m.message ?? 'the exec could not be started';
+              if (!(m.value > 0)) message = m.message ?? 'the exec could not be started';
               else {
                 clearTimeout(pidTimer);
-                pid = m.data;
+                pid = m.value;
                 if (killing) killProcess();
               }
             } else if (exitCode === undefined) {
-              exitCode = m.data;
+              exitCode = m.value;
               message = m.message;
             }
           } catch {
