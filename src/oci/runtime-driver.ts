@@ -20,8 +20,6 @@ export interface CreateOptions extends RuntimeRef {
   logPath?: string;
   stdin: boolean;
   tty: boolean;
-  /** the container's whole-run timeout (0 = none); unused by CRI, kept for completeness */
-  timeoutSeconds?: number;
 }
 
 /** What the runtime says about a container (`runc state`). */
@@ -70,8 +68,6 @@ export interface RuntimeDriver {
   state(ref: RuntimeRef): Promise<RuntimeState | undefined>;
   /** The recorded exit, once the monitor wrote it. */
   exit(ref: RuntimeRef): Promise<ExitInfo | undefined>;
-  /** Whether the container's monitor process is still alive. */
-  monitorAlive(ref: RuntimeRef): Promise<boolean>;
   exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult>;
   /** Runs a process in the container wired to a streaming client (exec -it); resolves with its exit code. */
   execStreaming(ref: RuntimeRef, opts: { process: OciProcess; tty: boolean }, io: CommandIo): Promise<number>;

@@ -30,9 +30,4 @@ export class RuntimeHandlers {
     if (!binary) throw failedPrecondition(`runtime handler "${h.name}": binary "${h.path}" not found`, { handler: h.name });
     return { ...h, binary };
   }
-
-  /** Name of the default handler, for messages and for storing images under it. */
-  defaultName(): string {
-    return this.config.defaultRuntime;
-  }
 }
