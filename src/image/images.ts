@@ -17,6 +17,8 @@
 // records/<id>.json; container rootfs under <root>/rootfs/<container>/{upper,work,merged,rootfs.json}.
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { writeFileAtomic } from '../store/atomic.js';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
@@ -27,14 +29,25 @@ import { RootfsStore } from './rootfs.js';
 import { RegistrySession } from './registry-client.js';
 import { resolveEndpoints } from './hosts.js';
 import { credentialsFromDockerConfig, type Credentials } from './auth.js';
-import { parseReference, formatReference, taggedName, repoName, type ImageReference } from './reference.js';
+import { parseReference, formatReference, taggedName, repoName, isLoopbackHost, type ImageReference } from './reference.js';
 import { pullImage, type PullProgress } from './pull.js';
 import { notFound, invalidArgument } from '../errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { run } from '../util/exec.js';
 
-/** ImageSpec annotation naming where to fetch an image from while recording it under ImageSpec.image. */
+/**
+ * ImageSpec annotation naming where to fetch an image from while recording it under ImageSpec.image (`skiff
+ * load`). kubelet copies every pod annotation into ImageSpec.annotations, so a pod author can set it too: it
+ * is honoured only with the daemon's load key beside it (PULL_SOURCE_KEY_ANNOTATION, read by root from
+ * loadKeyPath), for a loopback source pinned by digest, and no credentials are ever sent to that source.
+ */
 export const PULL_SOURCE_ANNOTATION = 'skiff.io/pull-source';
+export const PULL_SOURCE_KEY_ANNOTATION = 'skiff.io/pull-source-key';
+
+/** The root-only file holding the daemon's load key: beside its socket, which is all `skiff load` knows. */
+export function loadKeyPath(socket: string): string {
+  return `${socket}.load-key`;
+}
 
 export interface PullRequest {
   image: string;
@@ -77,6 +90,7 @@ export class ImageService {
   /** Pulls in flight, by normalised reference: what `skiff pull` shows as progress. */
   readonly inflight = new Map<string, PullProgress>();
   readonly imagesDir: string;
+  private loadKey = '';
 
   constructor(
     private readonly config: SkiffConfig,
@@ -89,6 +103,9 @@ export class ImageService {
 
   async init(): Promise<void> {
     await mkdir(this.imagesDir, { recursive: true, mode: 0o700 });
+    // a fresh key every start: one leaked with an old file is worth nothing; rename replaces any symlink
+    this.loadKey = randomBytes(32).toString('hex');
+    await writeFileAtomic(loadKeyPath(this.config.socket), this.loadKey, 0o600);
     for (const h of this.handlers.names()) await this.store(h);
   }
 
@@ -116,16 +133,18 @@ export class ImageService {
 
   async pull(req: PullRequest): Promise<ImageRecord> {
     const named = parseReference(req.image);
-    const sourceText = req.annotations?.[PULL_SOURCE_ANNOTATION];
-    const source: ImageReference = sourceText ? parseReference(sourceText) : named;
-    if (sourceText && !source.digest && named.digest) source.digest = named.digest;
+    const loadSource = this.trustedPullSource(req);
+    const source: ImageReference = loadSource ?? named;
     const s = await this.store(req.handler);
     const key = formatReference(named);
     const progress: PullProgress = { reference: key, startedAt: Date.now(), layers: [] };
     this.inflight.set(key, progress);
     try {
-      const endpoints = await resolveEndpoints(source.registry, this.config.registry);
-      const credentials = async (host: string) => req.credentials ?? (await credentialsFromDockerConfig(this.config.registry.authFile, host));
+      // an archive served on loopback: no mirrors, no hosts.toml, and never any credentials
+      const endpoints = await resolveEndpoints(source.registry, loadSource ? { configPath: '', mirrors: {}, insecure: [] } : this.config.registry);
+      const credentials = loadSource
+        ? async () => undefined
+        : async (host: string) => req.credentials ?? (await credentialsFromDockerConfig(this.config.registry.authFile, host));
       const pulled = await pullImage({ source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress });
       return await this.lock.run(s.handler, async () => {
         const existing = s.images.get(pulled.id);
@@ -149,6 +168,26 @@ export class ImageService {
     } finally {
       this.inflight.delete(key);
     }
+  }
+
+  /** The pull-source of a `skiff load` pull, or undefined (then the image comes from its own name's registry). */
+  private trustedPullSource(req: PullRequest): ImageReference | undefined {
+    const text = req.annotations?.[PULL_SOURCE_ANNOTATION];
+    if (!text) return undefined;
+    const key = Buffer.from(req.annotations?.[PULL_SOURCE_KEY_ANNOTATION] ?? '');
+    const want = Buffer.from(this.loadKey);
+    let source: ImageReference | undefined;
+    try {
+      source = parseReference(text);
+    } catch {
+      source = undefined;
+    }
+    const ok = want.length > 0 && key.length === want.length && timingSafeEqual(key, want) && source && isLoopbackHost(source.registry) && source.digest;
+    if (!ok) {
+      this.log.warn({ image: req.image, source: text.slice(0, 200) }, `ignoring ${PULL_SOURCE_ANNOTATION}: not from skiff load on this node; pulling the image by its own name`);
+      return undefined;
+    }
+    return source;
   }
 
   async list(handler?: string): Promise<ImageRecord[]> {

