@@ -28,7 +28,7 @@ import { ImageStore, type ImageRecord } from './image-store.js';
 import { RootfsStore } from './rootfs.js';
 import { RegistrySession } from './registry-client.js';
 import { resolveEndpoints } from './hosts.js';
-import { credentialsFromDockerConfig, type Credentials } from './auth.js';
+import { credentialsFromDockerConfig, requestCredentialsFor, type Credentials } from './auth.js';
 import { parseReference, formatReference, taggedName, repoName, isLoopbackHost, type ImageReference } from './reference.js';
 import { pullImage, type PullProgress } from './pull.js';
 import { notFound, invalidArgument } from '../errors.js';
@@ -53,6 +53,8 @@ export interface PullRequest {
   image: string;
   handler?: string;
   credentials?: Credentials;
+  /** AuthConfig.server_address: the registry `credentials` are for (empty: the image's own registry). */
+  serverAddress?: string;
   annotations?: Record<string, string>;
 }
 
@@ -144,7 +146,9 @@ export class ImageService {
       const endpoints = await resolveEndpoints(source.registry, loadSource ? { configPath: '', mirrors: {}, insecure: [] } : this.config.registry);
       const credentials = loadSource
         ? async () => undefined
-        : async (host: string) => req.credentials ?? (await credentialsFromDockerConfig(this.config.registry.authFile, host));
+        : async (host: string) =>
+            (req.credentials && requestCredentialsFor(host, req.serverAddress, named.registry) ? req.credentials : undefined) ??
+            (await credentialsFromDockerConfig(this.config.registry.authFile, host));
       const pulled = await pullImage({ source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress });
       return await this.lock.run(s.handler, async () => {
         const existing = s.images.get(pulled.id);

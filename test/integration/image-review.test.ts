@@ -5,6 +5,7 @@ import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
 import { startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
 import { image, layer, ociArchive, type BuiltImage, type Blob } from '../helpers/images.js';
 import { imageCall } from '../../src/cli/client.js';
@@ -24,6 +25,13 @@ afterEach(async () => {
     s.close();
   }
 });
+
+function errOf(p: Promise<unknown>): Promise<{ code: number; details: string }> {
+  return p.then(
+    () => ({ code: -1, details: 'succeeded' }),
+    (e: { code: number; details: string }) => e,
+  );
+}
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -94,5 +102,51 @@ describe('pull-source (skiff load)', () => {
     const key = await stat(`${d.socket}.load-key`);
     expect(key.mode & 0o777).toBe(0o600);
     expect(key.uid).toBe(0);
+  });
+});
+
+describe('credentials go only to the registry they are for', () => {
+  const user = 'alice';
+  const pass = 'upstream-secret';
+  const basic = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
+
+  /** An upstream behind Basic auth, a Basic-auth mirror and a Bearer mirror with its own token realm, all logging. */
+  async function setup() {
+    const serve = registryRoute(victim);
+    const upstream = await server((req, res) => {
+      if (req.headers.authorization !== basic) return void res.writeHead(401, { 'www-authenticate': 'Basic realm="up"' }).end();
+      serve(req, res);
+    });
+    const realm = await server((_req, res) => void res.writeHead(401).end('{}'));
+    const basicMirror = await server((_req, res) => void res.writeHead(401, { 'www-authenticate': 'Basic realm="mirror"' }).end());
+    const bearerMirror = await server((_req, res) => void res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${realm.host}/token",service="m"` }).end());
+    const d = await daemon({ config: `[registry.mirrors]\n"${upstream.host}" = ["http://${basicMirror.host}", "http://${bearerMirror.host}"]\n` });
+    return { upstream, realm, basicMirror, bearerMirror, d, name: `${upstream.host}/team/app:v1` };
+  }
+  const sawAuth = (log: string[]) => log.filter((l) => !l.endsWith(' -'));
+
+  it('server_address names the upstream (any spelling): mirrors and their token realm never see the credentials', async () => {
+    const t = await setup();
+    const r = await pull(t.d, t.name, { auth: { username: user, password: pass, server_address: `http://${t.upstream.host}/v2/` } });
+    expect(r.image_ref).toBe(victim.config.digest);
+    expect(t.basicMirror.log.length).toBeGreaterThan(0);
+    expect(t.bearerMirror.log.length).toBeGreaterThan(0);
+    expect(sawAuth(t.basicMirror.log)).toEqual([]);
+    expect(sawAuth(t.bearerMirror.log)).toEqual([]);
+    expect(sawAuth(t.realm.log)).toEqual([]);
+  });
+
+  it('no server_address: only the reference\'s own registry gets them', async () => {
+    const t = await setup();
+    const r = await pull(t.d, t.name, { auth: { username: user, password: pass } });
+    expect(r.image_ref).toBe(victim.config.digest);
+    expect(sawAuth([...t.basicMirror.log, ...t.bearerMirror.log, ...t.realm.log])).toEqual([]);
+  });
+
+  it('server_address naming another registry: nobody gets them', async () => {
+    const t = await setup();
+    const e = await errOf(pull(t.d, t.name, { auth: { username: user, password: pass, server_address: 'https://elsewhere.example' } }));
+    expect(e.code).toBe(status.PERMISSION_DENIED);
+    expect(sawAuth([...t.upstream.log, ...t.basicMirror.log, ...t.bearerMirror.log, ...t.realm.log])).toEqual([]);
   });
 });
