@@ -30,8 +30,8 @@ import { RegistrySession } from './registry-client.js';
 import { resolveEndpoints } from './hosts.js';
 import { credentialsFromDockerConfig, requestCredentialsFor, type Credentials } from './auth.js';
 import { parseReference, formatReference, taggedName, repoName, isLoopbackHost, type ImageReference } from './reference.js';
-import { pullImage, type PullProgress } from './pull.js';
-import { notFound, invalidArgument } from '../errors.js';
+import { pullImage, type PullProgress, type PulledImage } from './pull.js';
+import { notFound, invalidArgument, unavailable } from '../errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { run } from '../util/exec.js';
 
@@ -68,6 +68,8 @@ class HandlerImages {
   readonly content: ContentStore;
   readonly snapshots: SnapshotStore;
   readonly images: ImageStore;
+  /** Digests and chain IDs pulls in flight fetched or reuse, counted per pull: GC keeps them. */
+  readonly held = new Map<string, number>();
   constructor(readonly handler: string, readonly dir: string) {
     this.content = new ContentStore(dir);
     this.snapshots = new SnapshotStore(join(dir, 'snapshots'));
@@ -141,6 +143,14 @@ export class ImageService {
     const key = formatReference(named);
     const progress: PullProgress = { reference: key, startedAt: Date.now(), layers: [] };
     this.inflight.set(key, progress);
+    const held = new Set<string>();
+    const hold = (ids: string[]) => {
+      for (const id of ids) {
+        if (held.has(id)) continue;
+        held.add(id);
+        s.held.set(id, (s.held.get(id) ?? 0) + 1);
+      }
+    };
     try {
       // an archive served on loopback: no mirrors, no hosts.toml, and never any credentials
       const endpoints = await resolveEndpoints(source.registry, loadSource ? { configPath: '', mirrors: {}, insecure: [] } : this.config.registry);
@@ -149,8 +159,18 @@ export class ImageService {
         : async (host: string) =>
             (req.credentials && requestCredentialsFor(host, req.serverAddress, named.registry) ? req.credentials : undefined) ??
             (await credentialsFromDockerConfig(this.config.registry.authFile, host));
-      const pulled = await pullImage({ source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress });
+      const job = { source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress, hold };
+      let pulled = await pullImage(job);
+      // Held items cannot go, but one may have gone before the pull announced it: pull once more (it fetches
+      // only what is missing) and give up cleanly if it still is not all there.
+      for (let attempt = 0; (await this.missing(s, pulled)).length; attempt++) {
+        if (attempt > 0) throw unavailable(`image ${key}: layers were removed while it was pulled (${(await this.missing(s, pulled)).join(', ')}); pull it again`, { image: key });
+        this.log.warn({ image: key }, 'image GC removed part of an image while it was pulled; pulling the missing parts again');
+        pulled = await pullImage(job);
+      }
       return await this.lock.run(s.handler, async () => {
+        const missing = await this.missing(s, pulled);
+        if (missing.length) throw unavailable(`image ${key}: ${missing.join(', ')} went missing while it was pulled; pull it again`, { image: key });
         const existing = s.images.get(pulled.id);
         const tag = taggedName(named);
         const repoDigest = `${repoName(named)}@${named.digest ?? pulled.topDigest}`;
@@ -171,7 +191,19 @@ export class ImageService {
       });
     } finally {
       this.inflight.delete(key);
+      for (const id of held) {
+        const n = (s.held.get(id) ?? 1) - 1;
+        if (n > 0) s.held.set(id, n);
+        else s.held.delete(id);
+      }
     }
+  }
+
+  /** What a pulled image needs that is not in the store: snapshots of its chain IDs, its manifests and config. */
+  private async missing(s: HandlerImages, pulled: PulledImage): Promise<string[]> {
+    const out = pulled.chainIds.filter((c) => !s.snapshots.get(c));
+    for (const d of [...pulled.manifestDigests, pulled.id]) if (!(await s.content.has(d))) out.push(d);
+    return out;
   }
 
   /** The pull-source of a `skiff load` pull, or undefined (then the image comes from its own name's registry). */
@@ -238,7 +270,7 @@ export class ImageService {
     });
   }
 
-  /** Deletes blobs and snapshots no image record and no container rootfs refers to. Call under the lock. */
+  /** Deletes blobs and snapshots no image record, no container rootfs and no pull in flight refers to. Call under the lock. */
   private async gc(s: HandlerImages): Promise<void> {
     const blobs = new Set<string>();
     const chains = new Set<string>();
@@ -251,13 +283,14 @@ export class ImageService {
     for (const rf of await this.rootfs.all()) if (rf.handler === s.handler) for (const c of rf.chainIds) chains.add(c);
     let removed = 0;
     for (const d of await s.content.list()) {
-      if (!blobs.has(d)) {
+      // held: a pull in flight fetched or reuses it and has not saved its record yet
+      if (!blobs.has(d) && !s.held.has(d)) {
         await s.content.remove(d);
         removed++;
       }
     }
     for (const snap of s.snapshots.all()) {
-      if (!chains.has(snap.chainId)) {
+      if (!chains.has(snap.chainId) && !s.held.has(snap.chainId)) {
         await s.snapshots.remove(snap.chainId);
         removed++;
       }

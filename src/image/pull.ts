@@ -1,6 +1,9 @@
 // One pull: resolve the reference to a manifest for this platform, fetch config and layers into the content
 // store (in parallel, verified), unpack each layer once into its chain-ID snapshot, and return the record.
-// Nothing is recorded unless every step succeeded; blobs already verified stay for the next attempt.
+// Nothing is recorded here: the caller saves the record, under its lock, once every step succeeded. Until
+// then no record refers to what this pull fetched or reuses, so every digest and chain ID is announced to
+// `job.hold` before it is fetched or looked at: image GC (src/image/images.ts) keeps what a pull holds.
+// Verified blobs stay for the next attempt if the pull fails, until a GC finds them unreferenced.
 import { createHash } from 'node:crypto';
 import type { ContentStore } from './content-store.js';
 import type { SnapshotStore } from './snapshots.js';
@@ -45,6 +48,8 @@ export interface PullJob {
   log: Logger;
   progress?: PullProgress;
   platform?: Platform;
+  /** Keeps blobs and snapshots (digests, chain IDs) from image GC until the caller has saved the record. */
+  hold?: (ids: string[]) => void;
 }
 
 export type PulledImage = Omit<ImageRecord, 'repoTags' | 'repoDigests' | 'runtimeHandler' | 'userSpecifiedImage' | 'pinned' | 'pulledAt'> & {
@@ -151,6 +156,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
   let parsed = parseManifest(m.data, m.contentType);
   for (let depth = 0; parsed.kind === 'index'; depth++) {
     if (depth >= MAX_INDEX_DEPTH) throw invalidArgument('image index nesting is too deep');
+    job.hold?.([m.digest]);
     await job.content.put(m.digest, m.data);
     manifestDigests.push(m.digest);
     const entry = choosePlatform(parsed, job.platform ?? hostPlatform());
@@ -158,6 +164,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     parsed = parseManifest(m.data, m.contentType);
   }
   const manifest: ImageManifest = parsed;
+  job.hold?.([m.digest, manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
   await job.content.put(m.digest, m.data);
   manifestDigests.push(m.digest);
 
@@ -169,6 +176,8 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     throw invalidArgument(`image config lists ${diffIds.length} layers, the manifest ${manifest.layers.length}`);
   }
   const chainIds = computeChainIds(diffIds);
+  // before any is looked up: one that exists now (and is skipped) must still exist when the record is saved
+  job.hold?.(chainIds);
   const progress = job.progress;
   if (progress) progress.layers = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, downloaded: 0, state: 'waiting' }));
 

@@ -3,7 +3,7 @@
 // GC racing an in-flight pull, unbounded error bodies, and the codes of a registry's own faults.
 import { describe, it, expect, beforeAll, afterEach } from 'vitest';
 import { createServer, type Server, type IncomingMessage, type ServerResponse } from 'node:http';
-import { stat, writeFile } from 'node:fs/promises';
+import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
@@ -148,5 +148,39 @@ describe('credentials go only to the registry they are for', () => {
     const e = await errOf(pull(t.d, t.name, { auth: { username: user, password: pass, server_address: 'https://elsewhere.example' } }));
     expect(e.code).toBe(status.PERMISSION_DENIED);
     expect(sawAuth([...t.upstream.log, ...t.basicMirror.log, ...t.bearerMirror.log, ...t.realm.log])).toEqual([]);
+  });
+});
+
+describe('image GC and pulls in flight', () => {
+  it('RemoveImage during a pull keeps the snapshots and blobs the pull has or skipped because they existed', async () => {
+    const shared = await layer([{ name: 'shared', content: 'base' }]);
+    const base = image([shared]);
+    const own = await layer([{ name: 'own', content: 'fast' }]);
+    const slow = await layer([{ name: 'slow', content: 'late' }]);
+    const app = image([shared, own, slow]);
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const appRoute = registryRoute(app, (b, _req, res) => {
+      if (b.digest !== slow.digest) return void res.writeHead(200, { 'content-length': b.size }).end(b.data);
+      res.writeHead(200, { 'content-length': b.size });
+      res.write(b.data.subarray(0, 10));
+      void released.then(() => res.end(b.data.subarray(10)));
+    });
+    const baseRoute = registryRoute(base);
+    const s = await server((req, res) => (req.url?.startsWith('/v2/base/') ? baseRoute(req, res) : appRoute(req, res)));
+    const d = await daemon();
+    expect((await pull(d, `${s.host}/base/img:v1`)).image_ref).toBe(base.config.digest);
+    const pulling = pull(d, `${s.host}/app/img:v1`);
+    // wait until the pull skipped the shared layer, unpacked its own and hangs on the slow one
+    for (let i = 0; i < 100 && !s.log.some((l) => l.includes(slow.digest)); i++) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 500));
+    // removing the only image that records the shared layer runs GC while the pull is still going
+    await imageCall(d.client, 'RemoveImage', { image: { image: base.config.digest } });
+    release();
+    expect((await pulling).image_ref).toBe(app.config.digest);
+    const snaps = await readdir(join(d.root, 'images/runc/snapshots'), { recursive: true });
+    expect(snaps.filter((f) => /^\d+\/fs\/(shared|own|slow)$/.test(f)).map((f) => f.split('/')[2]).sort()).toEqual(['own', 'shared', 'slow']);
+    const blobs = await readdir(join(d.root, 'images/runc/blobs/sha256'));
+    for (const b of [app.config, app.manifest, shared, own, slow]) expect(blobs).toContain(b.digest.slice(7));
   });
 });
