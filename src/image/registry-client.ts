@@ -110,13 +110,28 @@ function isRetryable(err: unknown): boolean {
   return !(err instanceof SkiffError) || err.kind === 'unavailable';
 }
 
+/** What is read of an error or redirect body (for the message): a registry may send an endless one. */
+const MAX_ERROR_BODY = 64 * 1024;
+/** A token server's JSON answer: a token is a few KiB at most. */
+const MAX_TOKEN_BODY = 1024 * 1024;
+
+/** Reads at most MAX_ERROR_BODY bytes of a body we do not need, then drops the rest with the connection. */
 async function drain(body: Dispatcher.ResponseData['body']): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
   try {
-    const text = await body.text();
-    return text.slice(0, 500);
+    for await (const c of body) {
+      const b = c as Buffer;
+      chunks.push(b);
+      n += b.length;
+      if (n >= MAX_ERROR_BODY) break;
+    }
   } catch {
-    return '';
+    // the text is only for the message
+  } finally {
+    body.destroy();
   }
+  return Buffer.concat(chunks).subarray(0, MAX_ERROR_BODY).toString('utf8').slice(0, 500);
 }
 
 export class RegistryClient {
@@ -296,10 +311,16 @@ export class RegistryClient {
     } catch (err) {
       throw unavailable(`${this.registry}: token server ${new URL(realm).host} unreachable: ${errorMessage(err)}`, {}, err);
     }
-    const text = await res.body.text();
+    if (res.statusCode !== 200) await drain(res.body);
     if (res.statusCode === 401 || res.statusCode === 403) throw permissionDenied(`${this.registry}: token server refused the credentials (HTTP ${res.statusCode})`, { image: this.repository });
     if (res.statusCode >= 500) throw unavailable(`${this.registry}: token server answered HTTP ${res.statusCode}`);
     if (res.statusCode !== 200) throw permissionDenied(`${this.registry}: token server answered HTTP ${res.statusCode}`);
+    let text: string;
+    try {
+      text = (await readLimited(res.body, MAX_TOKEN_BODY, 'its answer')).toString('utf8');
+    } catch (err) {
+      throw unavailable(`${this.registry}: token server ${new URL(realm).host}: ${errorMessage(err)}`, {}, err);
+    }
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       doc = JSON.parse(text) as typeof doc;

@@ -184,3 +184,57 @@ describe('image GC and pulls in flight', () => {
     for (const b of [app.config, app.manifest, shared, own, slow]) expect(blobs).toContain(b.digest.slice(7));
   });
 });
+
+describe('bounded response bodies', () => {
+  const FLOOD = 200 * 1024 * 1024;
+  /** Streams `FLOOD` bytes as fast as the client reads them; returns how many went out before it hung up. */
+  function flood(res: ServerResponse, code: number, headers: Record<string, string> = {}): () => number {
+    const chunk = Buffer.alloc(1024 * 1024, 'x');
+    let sent = 0;
+    res.writeHead(code, headers);
+    const pump = () => {
+      while (sent < FLOOD && !res.destroyed) {
+        sent += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      res.end();
+    };
+    pump();
+    return () => sent;
+  }
+  async function peakRss(pid: number): Promise<number> {
+    const { readFile } = await import('node:fs/promises');
+    const m = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+    return Number(m![1]) * 1024;
+  }
+
+  it('a registry streaming a huge error body: the daemon reads a bounded part and fails the pull clearly', async () => {
+    let sent = () => 0;
+    const s = await server((req, res) => {
+      if (req.url === '/v2/') return void res.writeHead(200).end('{}');
+      sent = flood(res, 400, { 'content-type': 'text/plain' });
+    });
+    const d = await daemon();
+    const before = await peakRss(d.proc.pid!);
+    const e = await errOf(pull(d, `${s.host}/x/y:v1`));
+    expect(e.details).toMatch(/HTTP 400/);
+    expect(e.details.length).toBeLessThan(2000);
+    expect(sent()).toBeLessThan(32 * 1024 * 1024);
+    expect((await peakRss(d.proc.pid!)) - before).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('a token server streaming a huge answer: refused after 1 MiB', async () => {
+    let sent = () => 0;
+    const s = await server((req, res) => {
+      if (req.url?.startsWith('/token')) return void (sent = flood(res, 200, { 'content-type': 'application/json' }));
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${req.headers.host}/token",service="x"` }).end();
+    });
+    const d = await daemon();
+    const before = await peakRss(d.proc.pid!);
+    const e = await errOf(pull(d, `${s.host}/x/y:v1`));
+    expect(e.code).toBe(status.UNAVAILABLE);
+    expect(e.details).toMatch(/token server/);
+    expect(sent()).toBeLessThan(32 * 1024 * 1024);
+    expect((await peakRss(d.proc.pid!)) - before).toBeLessThan(64 * 1024 * 1024);
+  });
+});
