@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { ContentStore } from './content-store.js';
 import type { SnapshotStore } from './snapshots.js';
 import { chainIds as computeChainIds } from './snapshots.js';
-import { RegistryClient, RangeNotSatisfiableError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
+import { RegistryClient, RangeNotSatisfiableError, UnexpectedStatusError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
 import { DigestMismatchError, type Ingest } from './content-store.js';
 import { rm, mkdir } from 'node:fs/promises';
 import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform } from './manifest.js';
@@ -66,7 +66,8 @@ async function fetchManifestBytes(client: RegistryClient, ref: string): Promise<
   const data = await readLimited(res.body, MAX_MANIFEST_BYTES, 'manifest');
   const digest = sha256(data);
   if (ref.startsWith('sha256:') && digest !== ref) {
-    throw invalidArgument(`registry returned a manifest with digest ${digest} for ${ref}`, { digest: ref });
+    // the registry's fault, not the caller's: the reference was well formed
+    throw unavailable(`registry returned a manifest with digest ${digest} for ${ref}`, { digest: ref });
   }
   const ct = res.headers['content-type'];
   return { data, contentType: Array.isArray(ct) ? ct[0] : ct, digest };
@@ -130,7 +131,7 @@ async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, s
               continue;
             }
             // a registry that does not have the blob, or refuses us, will not change its mind on a retry
-            if (err instanceof SkiffError && err.kind !== 'unavailable') break;
+            if ((err instanceof SkiffError && err.kind !== 'unavailable') || err instanceof UnexpectedStatusError) break;
           }
         }
       }

@@ -9,7 +9,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { notFound, permissionDenied, unavailable, invalidArgument, SkiffError, errorMessage } from '../errors.js';
+import { notFound, permissionDenied, unavailable, invalidArgument, SkiffError, errorMessage, type ErrorContext } from '../errors.js';
 import type { RegistryEndpoint } from './hosts.js';
 import { parseChallenges, basicHeader, type Credentials, type Challenge } from './auth.js';
 import { baselineWasmOnly } from '../util/gc.js';
@@ -100,13 +100,20 @@ export class RangeNotSatisfiableError extends SkiffError {
   }
 }
 
+/** An HTTP status the API does not answer with: the registry is at fault (UNAVAILABLE), but a retry will not help. */
+export class UnexpectedStatusError extends SkiffError {
+  constructor(message: string, context: ErrorContext) {
+    super('unavailable', message, context);
+  }
+}
+
 function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const v = h[name];
   return Array.isArray(v) ? v[0] : v;
 }
 
 function isRetryable(err: unknown): boolean {
-  if (err instanceof RangeNotSatisfiableError) return false;
+  if (err instanceof RangeNotSatisfiableError || err instanceof UnexpectedStatusError) return false;
   return !(err instanceof SkiffError) || err.kind === 'unavailable';
 }
 
@@ -241,7 +248,7 @@ export class RegistryClient {
       if (status === 404) throw notFound(`${this.registry}/${this.repository}: ${new URL(url).pathname.split('/').slice(-2).join(' ')} not found`, { image: this.repository });
       if (status === 403) throw permissionDenied(`${this.registry}: access to ${this.repository} denied: ${text.trim()}`, { image: this.repository });
       if (status >= 500 || status === 429 || status === 408) throw unavailable(`${this.registry}: HTTP ${status} from ${new URL(url).host}`, { image: this.repository });
-      throw invalidArgument(`${this.registry}: HTTP ${status} for ${new URL(url).pathname}: ${text.trim()}`, { image: this.repository });
+      throw new UnexpectedStatusError(`${this.registry}: HTTP ${status} for ${new URL(url).pathname}: ${text.trim()}`, { image: this.repository });
     }
     throw unavailable(`${this.registry}: too many authentication rounds`);
   }

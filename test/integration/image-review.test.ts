@@ -238,3 +238,22 @@ describe('bounded response bodies', () => {
     expect((await peakRss(d.proc.pid!)) - before).toBeLessThan(64 * 1024 * 1024);
   });
 });
+
+describe("a registry's own faults are UNAVAILABLE, the user's are INVALID_ARGUMENT", () => {
+  it('a manifest that does not match the digest asked for, and an unexpected HTTP status', async () => {
+    const s = await server((req, res) => {
+      if (req.url === '/v2/') return void res.writeHead(200).end('{}');
+      // whatever is asked for, the victim's manifest: wrong for any other digest
+      if (req.url?.startsWith('/v2/wrong/')) return void res.writeHead(200, { 'content-type': victim.manifest.mediaType }).end(victim.manifest.data);
+      res.writeHead(418).end('teapot');
+    });
+    const d = await daemon();
+    const e1 = await errOf(pull(d, `${s.host}/wrong/img@${attacker.manifest.digest}`));
+    expect(e1.details).toMatch(/manifest with digest/);
+    expect(e1.code).toBe(status.UNAVAILABLE);
+    const e2 = await errOf(pull(d, `${s.host}/other/img:v1`));
+    expect(e2.details).toMatch(/HTTP 418/);
+    expect(e2.code).toBe(status.UNAVAILABLE);
+    for (const bad of ['UPPER/case:v1', `${s.host}/x@sha256:123`, 'a b']) expect((await errOf(pull(d, bad))).code).toBe(status.INVALID_ARGUMENT);
+  });
+});
