@@ -66,6 +66,7 @@ export function imageService(ctx: DaemonContext): Partial<CriHandlers> {
           image: spec.image,
           handler,
           credentials: credentialsFromAuthConfig(req.auth),
+          serverAddress: req.auth?.server_address || undefined,
           annotations: spec.annotations,
         });
         return { image_ref: rec.id };

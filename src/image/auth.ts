@@ -74,6 +74,28 @@ export async function credentialsFromDockerConfig(file: string | undefined, host
   return undefined;
 }
 
+/** Docker Hub answers to several names; credentials filed under any of them are for docker.io. */
+const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
+
+/**
+ * The host an AuthConfig.server_address names, as containerd compares it: scheme and path dropped
+ * ("https://index.docker.io/v1/" -> docker.io), case folded, Docker Hub's aliases folded into docker.io.
+ */
+export function normalizeAuthHost(address: string): string {
+  const host = address.trim().toLowerCase().replace(/^[a-z][a-z0-9+.-]*:\/\//, '').split('/')[0] ?? '';
+  return DOCKER_HUB_ALIASES.has(host) ? 'docker.io' : host;
+}
+
+/**
+ * Whether credentials a PullImage request carries may go to `host` (an endpoint's auth host, and so its token
+ * realm): only the host server_address names, or without one only the reference's own registry. Mirrors and
+ * any other host get none.
+ */
+export function requestCredentialsFor(host: string, serverAddress: string | undefined, registry: string): boolean {
+  const want = normalizeAuthHost(serverAddress || registry);
+  return want !== '' && normalizeAuthHost(host) === want;
+}
+
 export function basicHeader(c: Credentials): string | undefined {
   if (c.username === undefined) return undefined;
   return `Basic ${Buffer.from(`${c.username}:${c.password ?? ''}`).toString('base64')}`;

@@ -17,6 +17,8 @@
 // records/<id>.json; container rootfs under <root>/rootfs/<container>/{upper,work,merged,rootfs.json}.
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { writeFileAtomic } from '../store/atomic.js';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { RuntimeHandlers } from '../oci/runtime-handlers.js';
@@ -26,20 +28,33 @@ import { ImageStore, type ImageRecord } from './image-store.js';
 import { RootfsStore } from './rootfs.js';
 import { RegistrySession } from './registry-client.js';
 import { resolveEndpoints } from './hosts.js';
-import { credentialsFromDockerConfig, type Credentials } from './auth.js';
-import { parseReference, formatReference, taggedName, repoName, type ImageReference } from './reference.js';
-import { pullImage, type PullProgress } from './pull.js';
-import { notFound, invalidArgument } from '../errors.js';
+import { credentialsFromDockerConfig, requestCredentialsFor, type Credentials } from './auth.js';
+import { parseReference, formatReference, taggedName, repoName, isLoopbackHost, type ImageReference } from './reference.js';
+import { pullImage, type PullProgress, type PulledImage } from './pull.js';
+import { notFound, invalidArgument, unavailable } from '../errors.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { run } from '../util/exec.js';
 
-/** ImageSpec annotation naming where to fetch an image from while recording it under ImageSpec.image. */
+/**
+ * ImageSpec annotation naming where to fetch an image from while recording it under ImageSpec.image (`skiff
+ * load`). kubelet copies every pod annotation into ImageSpec.annotations, so a pod author can set it too: it
+ * is honoured only with the daemon's load key beside it (PULL_SOURCE_KEY_ANNOTATION, read by root from
+ * loadKeyPath), for a loopback source pinned by digest, and no credentials are ever sent to that source.
+ */
 export const PULL_SOURCE_ANNOTATION = 'skiff.io/pull-source';
+export const PULL_SOURCE_KEY_ANNOTATION = 'skiff.io/pull-source-key';
+
+/** The root-only file holding the daemon's load key: beside its socket, which is all `skiff load` knows. */
+export function loadKeyPath(socket: string): string {
+  return `${socket}.load-key`;
+}
 
 export interface PullRequest {
   image: string;
   handler?: string;
   credentials?: Credentials;
+  /** AuthConfig.server_address: the registry `credentials` are for (empty: the image's own registry). */
+  serverAddress?: string;
   annotations?: Record<string, string>;
 }
 
@@ -53,6 +68,8 @@ class HandlerImages {
   readonly content: ContentStore;
   readonly snapshots: SnapshotStore;
   readonly images: ImageStore;
+  /** Digests and chain IDs pulls in flight fetched or reuse, counted per pull: GC keeps them. */
+  readonly held = new Map<string, number>();
   constructor(readonly handler: string, readonly dir: string) {
     this.content = new ContentStore(dir);
     this.snapshots = new SnapshotStore(join(dir, 'snapshots'));
@@ -77,6 +94,7 @@ export class ImageService {
   /** Pulls in flight, by normalised reference: what `skiff pull` shows as progress. */
   readonly inflight = new Map<string, PullProgress>();
   readonly imagesDir: string;
+  private loadKey = '';
 
   constructor(
     private readonly config: SkiffConfig,
@@ -89,6 +107,9 @@ export class ImageService {
 
   async init(): Promise<void> {
     await mkdir(this.imagesDir, { recursive: true, mode: 0o700 });
+    // a fresh key every start: one leaked with an old file is worth nothing; rename replaces any symlink
+    this.loadKey = randomBytes(32).toString('hex');
+    await writeFileAtomic(loadKeyPath(this.config.socket), this.loadKey, 0o600);
     for (const h of this.handlers.names()) await this.store(h);
   }
 
@@ -116,18 +137,40 @@ export class ImageService {
 
   async pull(req: PullRequest): Promise<ImageRecord> {
     const named = parseReference(req.image);
-    const sourceText = req.annotations?.[PULL_SOURCE_ANNOTATION];
-    const source: ImageReference = sourceText ? parseReference(sourceText) : named;
-    if (sourceText && !source.digest && named.digest) source.digest = named.digest;
+    const loadSource = this.trustedPullSource(req);
+    const source: ImageReference = loadSource ?? named;
     const s = await this.store(req.handler);
     const key = formatReference(named);
     const progress: PullProgress = { reference: key, startedAt: Date.now(), layers: [] };
     this.inflight.set(key, progress);
+    const held = new Set<string>();
+    const hold = (ids: string[]) => {
+      for (const id of ids) {
+        if (held.has(id)) continue;
+        held.add(id);
+        s.held.set(id, (s.held.get(id) ?? 0) + 1);
+      }
+    };
     try {
-      const endpoints = await resolveEndpoints(source.registry, this.config.registry);
-      const credentials = async (host: string) => req.credentials ?? (await credentialsFromDockerConfig(this.config.registry.authFile, host));
-      const pulled = await pullImage({ source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress });
+      // an archive served on loopback: no mirrors, no hosts.toml, and never any credentials
+      const endpoints = await resolveEndpoints(source.registry, loadSource ? { configPath: '', mirrors: {}, insecure: [] } : this.config.registry);
+      const credentials = loadSource
+        ? async () => undefined
+        : async (host: string) =>
+            (req.credentials && requestCredentialsFor(host, req.serverAddress, named.registry) ? req.credentials : undefined) ??
+            (await credentialsFromDockerConfig(this.config.registry.authFile, host));
+      const job = { source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress, hold };
+      let pulled = await pullImage(job);
+      // Held items cannot go, but one may have gone before the pull announced it: pull once more (it fetches
+      // only what is missing) and give up cleanly if it still is not all there.
+      for (let attempt = 0; (await this.missing(s, pulled)).length; attempt++) {
+        if (attempt > 0) throw unavailable(`image ${key}: layers were removed while it was pulled (${(await this.missing(s, pulled)).join(', ')}); pull it again`, { image: key });
+        this.log.warn({ image: key }, 'image GC removed part of an image while it was pulled; pulling the missing parts again');
+        pulled = await pullImage(job);
+      }
       return await this.lock.run(s.handler, async () => {
+        const missing = await this.missing(s, pulled);
+        if (missing.length) throw unavailable(`image ${key}: ${missing.join(', ')} went missing while it was pulled; pull it again`, { image: key });
         const existing = s.images.get(pulled.id);
         const tag = taggedName(named);
         const repoDigest = `${repoName(named)}@${named.digest ?? pulled.topDigest}`;
@@ -148,7 +191,39 @@ export class ImageService {
       });
     } finally {
       this.inflight.delete(key);
+      for (const id of held) {
+        const n = (s.held.get(id) ?? 1) - 1;
+        if (n > 0) s.held.set(id, n);
+        else s.held.delete(id);
+      }
     }
+  }
+
+  /** What a pulled image needs that is not in the store: snapshots of its chain IDs, its manifests and config. */
+  private async missing(s: HandlerImages, pulled: PulledImage): Promise<string[]> {
+    const out = pulled.chainIds.filter((c) => !s.snapshots.get(c));
+    for (const d of [...pulled.manifestDigests, pulled.id]) if (!(await s.content.has(d))) out.push(d);
+    return out;
+  }
+
+  /** The pull-source of a `skiff load` pull, or undefined (then the image comes from its own name's registry). */
+  private trustedPullSource(req: PullRequest): ImageReference | undefined {
+    const text = req.annotations?.[PULL_SOURCE_ANNOTATION];
+    if (!text) return undefined;
+    const key = Buffer.from(req.annotations?.[PULL_SOURCE_KEY_ANNOTATION] ?? '');
+    const want = Buffer.from(this.loadKey);
+    let source: ImageReference | undefined;
+    try {
+      source = parseReference(text);
+    } catch {
+      source = undefined;
+    }
+    const ok = want.length > 0 && key.length === want.length && timingSafeEqual(key, want) && source && isLoopbackHost(source.registry) && source.digest;
+    if (!ok) {
+      this.log.warn({ image: req.image, source: text.slice(0, 200) }, `ignoring ${PULL_SOURCE_ANNOTATION}: not from skiff load on this node; pulling the image by its own name`);
+      return undefined;
+    }
+    return source;
   }
 
   async list(handler?: string): Promise<ImageRecord[]> {
@@ -195,7 +270,7 @@ export class ImageService {
     });
   }
 
-  /** Deletes blobs and snapshots no image record and no container rootfs refers to. Call under the lock. */
+  /** Deletes blobs and snapshots no image record, no container rootfs and no pull in flight refers to. Call under the lock. */
   private async gc(s: HandlerImages): Promise<void> {
     const blobs = new Set<string>();
     const chains = new Set<string>();
@@ -208,13 +283,14 @@ export class ImageService {
     for (const rf of await this.rootfs.all()) if (rf.handler === s.handler) for (const c of rf.chainIds) chains.add(c);
     let removed = 0;
     for (const d of await s.content.list()) {
-      if (!blobs.has(d)) {
+      // held: a pull in flight fetched or reuses it and has not saved its record yet
+      if (!blobs.has(d) && !s.held.has(d)) {
         await s.content.remove(d);
         removed++;
       }
     }
     for (const snap of s.snapshots.all()) {
-      if (!chains.has(snap.chainId)) {
+      if (!chains.has(snap.chainId) && !s.held.has(snap.chainId)) {
         await s.snapshots.remove(snap.chainId);
         removed++;
       }

@@ -1,11 +1,14 @@
 // One pull: resolve the reference to a manifest for this platform, fetch config and layers into the content
 // store (in parallel, verified), unpack each layer once into its chain-ID snapshot, and return the record.
-// Nothing is recorded unless every step succeeded; blobs already verified stay for the next attempt.
+// Nothing is recorded here: the caller saves the record, under its lock, once every step succeeded. Until
+// then no record refers to what this pull fetched or reuses, so every digest and chain ID is announced to
+// `job.hold` before it is fetched or looked at: image GC (src/image/images.ts) keeps what a pull holds.
+// Verified blobs stay for the next attempt if the pull fails, until a GC finds them unreferenced.
 import { createHash } from 'node:crypto';
 import type { ContentStore } from './content-store.js';
 import type { SnapshotStore } from './snapshots.js';
 import { chainIds as computeChainIds } from './snapshots.js';
-import { RegistryClient, RangeNotSatisfiableError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
+import { RegistryClient, RangeNotSatisfiableError, UnexpectedStatusError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
 import { DigestMismatchError, type Ingest } from './content-store.js';
 import { rm, mkdir } from 'node:fs/promises';
 import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform } from './manifest.js';
@@ -45,6 +48,8 @@ export interface PullJob {
   log: Logger;
   progress?: PullProgress;
   platform?: Platform;
+  /** Keeps blobs and snapshots (digests, chain IDs) from image GC until the caller has saved the record. */
+  hold?: (ids: string[]) => void;
 }
 
 export type PulledImage = Omit<ImageRecord, 'repoTags' | 'repoDigests' | 'runtimeHandler' | 'userSpecifiedImage' | 'pinned' | 'pulledAt'> & {
@@ -61,7 +66,8 @@ async function fetchManifestBytes(client: RegistryClient, ref: string): Promise<
   const data = await readLimited(res.body, MAX_MANIFEST_BYTES, 'manifest');
   const digest = sha256(data);
   if (ref.startsWith('sha256:') && digest !== ref) {
-    throw invalidArgument(`registry returned a manifest with digest ${digest} for ${ref}`, { digest: ref });
+    // the registry's fault, not the caller's: the reference was well formed
+    throw unavailable(`registry returned a manifest with digest ${digest} for ${ref}`, { digest: ref });
   }
   const ct = res.headers['content-type'];
   return { data, contentType: Array.isArray(ct) ? ct[0] : ct, digest };
@@ -125,7 +131,7 @@ async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, s
               continue;
             }
             // a registry that does not have the blob, or refuses us, will not change its mind on a retry
-            if (err instanceof SkiffError && err.kind !== 'unavailable') break;
+            if ((err instanceof SkiffError && err.kind !== 'unavailable') || err instanceof UnexpectedStatusError) break;
           }
         }
       }
@@ -151,6 +157,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
   let parsed = parseManifest(m.data, m.contentType);
   for (let depth = 0; parsed.kind === 'index'; depth++) {
     if (depth >= MAX_INDEX_DEPTH) throw invalidArgument('image index nesting is too deep');
+    job.hold?.([m.digest]);
     await job.content.put(m.digest, m.data);
     manifestDigests.push(m.digest);
     const entry = choosePlatform(parsed, job.platform ?? hostPlatform());
@@ -158,6 +165,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     parsed = parseManifest(m.data, m.contentType);
   }
   const manifest: ImageManifest = parsed;
+  job.hold?.([m.digest, manifest.config.digest, ...manifest.layers.map((l) => l.digest)]);
   await job.content.put(m.digest, m.data);
   manifestDigests.push(m.digest);
 
@@ -169,6 +177,8 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     throw invalidArgument(`image config lists ${diffIds.length} layers, the manifest ${manifest.layers.length}`);
   }
   const chainIds = computeChainIds(diffIds);
+  // before any is looked up: one that exists now (and is skipped) must still exist when the record is saved
+  job.hold?.(chainIds);
   const progress = job.progress;
   if (progress) progress.layers = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, downloaded: 0, state: 'waiting' }));
 

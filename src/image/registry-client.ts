@@ -9,7 +9,7 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { notFound, permissionDenied, unavailable, invalidArgument, SkiffError, errorMessage } from '../errors.js';
+import { notFound, permissionDenied, unavailable, invalidArgument, SkiffError, errorMessage, type ErrorContext } from '../errors.js';
 import type { RegistryEndpoint } from './hosts.js';
 import { parseChallenges, basicHeader, type Credentials, type Challenge } from './auth.js';
 import { baselineWasmOnly } from '../util/gc.js';
@@ -100,23 +100,45 @@ export class RangeNotSatisfiableError extends SkiffError {
   }
 }
 
+/** An HTTP status the API does not answer with: the registry is at fault (UNAVAILABLE), but a retry will not help. */
+export class UnexpectedStatusError extends SkiffError {
+  constructor(message: string, context: ErrorContext) {
+    super('unavailable', message, context);
+  }
+}
+
 function header(h: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const v = h[name];
   return Array.isArray(v) ? v[0] : v;
 }
 
 function isRetryable(err: unknown): boolean {
-  if (err instanceof RangeNotSatisfiableError) return false;
+  if (err instanceof RangeNotSatisfiableError || err instanceof UnexpectedStatusError) return false;
   return !(err instanceof SkiffError) || err.kind === 'unavailable';
 }
 
+/** What is read of an error or redirect body (for the message): a registry may send an endless one. */
+const MAX_ERROR_BODY = 64 * 1024;
+/** A token server's JSON answer: a token is a few KiB at most. */
+const MAX_TOKEN_BODY = 1024 * 1024;
+
+/** Reads at most MAX_ERROR_BODY bytes of a body we do not need, then drops the rest with the connection. */
 async function drain(body: Dispatcher.ResponseData['body']): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
   try {
-    const text = await body.text();
-    return text.slice(0, 500);
+    for await (const c of body) {
+      const b = c as Buffer;
+      chunks.push(b);
+      n += b.length;
+      if (n >= MAX_ERROR_BODY) break;
+    }
   } catch {
-    return '';
+    // the text is only for the message
+  } finally {
+    body.destroy();
   }
+  return Buffer.concat(chunks).subarray(0, MAX_ERROR_BODY).toString('utf8').slice(0, 500);
 }
 
 export class RegistryClient {
@@ -226,7 +248,7 @@ export class RegistryClient {
       if (status === 404) throw notFound(`${this.registry}/${this.repository}: ${new URL(url).pathname.split('/').slice(-2).join(' ')} not found`, { image: this.repository });
       if (status === 403) throw permissionDenied(`${this.registry}: access to ${this.repository} denied: ${text.trim()}`, { image: this.repository });
       if (status >= 500 || status === 429 || status === 408) throw unavailable(`${this.registry}: HTTP ${status} from ${new URL(url).host}`, { image: this.repository });
-      throw invalidArgument(`${this.registry}: HTTP ${status} for ${new URL(url).pathname}: ${text.trim()}`, { image: this.repository });
+      throw new UnexpectedStatusError(`${this.registry}: HTTP ${status} for ${new URL(url).pathname}: ${text.trim()}`, { image: this.repository });
     }
     throw unavailable(`${this.registry}: too many authentication rounds`);
   }
@@ -296,10 +318,16 @@ export class RegistryClient {
     } catch (err) {
       throw unavailable(`${this.registry}: token server ${new URL(realm).host} unreachable: ${errorMessage(err)}`, {}, err);
     }
-    const text = await res.body.text();
+    if (res.statusCode !== 200) await drain(res.body);
     if (res.statusCode === 401 || res.statusCode === 403) throw permissionDenied(`${this.registry}: token server refused the credentials (HTTP ${res.statusCode})`, { image: this.repository });
     if (res.statusCode >= 500) throw unavailable(`${this.registry}: token server answered HTTP ${res.statusCode}`);
     if (res.statusCode !== 200) throw permissionDenied(`${this.registry}: token server answered HTTP ${res.statusCode}`);
+    let text: string;
+    try {
+      text = (await readLimited(res.body, MAX_TOKEN_BODY, 'its answer')).toString('utf8');
+    } catch (err) {
+      throw unavailable(`${this.registry}: token server ${new URL(realm).host}: ${errorMessage(err)}`, {}, err);
+    }
     let doc: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       doc = JSON.parse(text) as typeof doc;

@@ -226,7 +226,7 @@ describe('container verbs of the skiff client', () => {
     expect(missing.stderr).toContain(`${'f'.repeat(64)}: rpc error: code = NOT_FOUND`);
     expect((await cli('ps', '--state', 'sleeping')).stderr).toContain('--state should be one of created, running, exited or unknown');
     expect((await cli('update', 'abc')).stderr).toContain('nothing to update');
-    expect((await cli('exec', '-it', 'abc', 'sh')).stderr).toContain('use -s');
+    expect((await cli('exec', '-it', 'abc', 'sh')).stderr).toContain('code = NOT_FOUND desc = container "abc" not found');
     expect((await cli('stop')).stderr).toContain('no container ID given');
   });
 

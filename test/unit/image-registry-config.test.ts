@@ -4,7 +4,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentialsFromAuthConfig, credentialsFromDockerConfig, parseChallenges } from '../../src/image/auth.js';
+import { credentialsFromAuthConfig, credentialsFromDockerConfig, parseChallenges, normalizeAuthHost, requestCredentialsFor } from '../../src/image/auth.js';
 import { resolveEndpoints } from '../../src/image/hosts.js';
 import { bodyStart } from '../../src/image/pull.js';
 
@@ -88,5 +88,17 @@ describe('resume offsets', () => {
     expect(bodyStart(206, 'bytes 0-999/1000', 500)).toBeUndefined();
     expect(bodyStart(206, undefined, 500)).toBeUndefined();
     expect(bodyStart(206, 'bytes */1000', 500)).toBeUndefined();
+  });
+});
+
+describe('which host PullImage credentials are for', () => {
+  it('normalises server_address as containerd does', () => {
+    expect(normalizeAuthHost('https://index.docker.io/v1/')).toBe('docker.io');
+    expect(normalizeAuthHost('registry-1.docker.io')).toBe('docker.io');
+    expect(normalizeAuthHost('HTTP://Reg.Example:5000/v2/')).toBe('reg.example:5000');
+    expect(requestCredentialsFor('docker.io', 'https://index.docker.io/v1/', 'docker.io')).toBe(true);
+    expect(requestCredentialsFor('mirror.local:5000', '', 'docker.io')).toBe(false);
+    expect(requestCredentialsFor('reg.example', undefined, 'reg.example')).toBe(true);
+    expect(requestCredentialsFor('reg.example', 'other.example', 'reg.example')).toBe(false);
   });
 });

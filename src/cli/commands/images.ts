@@ -1,10 +1,10 @@
 // pull, images, inspecti, rmi, imagefsinfo (crictl's image verbs) and load (import an image archive).
 import type { Command } from 'commander';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CliContext } from '../context.js';
-import { imageCall, type CriClient } from '../client.js';
+import { imageCall, normalizeEndpoint, type CriClient } from '../client.js';
 import { outputOption } from '../context.js';
 import { formatTable, parseInfo, type OutputFormat } from '../output.js';
 import type { Image__Output } from '../../gen/runtime/v1/Image.js';
@@ -215,9 +215,18 @@ export function registerImages(program: Command, cli: CliContext): void {
       // one PullImage per image, named as in the archive, with an annotation telling skiff where the bytes are.
       const dir = await mkdtemp(join(tmpdir(), 'skiff-load-'));
       // the image code is loaded only for this verb (it is most of the client's start-up otherwise)
-      const [{ ImageArchive, ArchiveRegistry }, { PULL_SOURCE_ANNOTATION }] = await Promise.all([import('../../image/archive.js'), import('../../image/images.js')]);
+      const [{ ImageArchive, ArchiveRegistry }, { PULL_SOURCE_ANNOTATION, PULL_SOURCE_KEY_ANNOTATION, loadKeyPath }] = await Promise.all([
+        import('../../image/archive.js'),
+        import('../../image/images.js'),
+      ]);
       let server: ArchiveRegistry | undefined;
       try {
+        // the daemon honours the pull-source only with its key, which only root on this node can read
+        const socket = normalizeEndpoint(cli.endpoint()).replace(/^unix:\/\//, '');
+        const keyFile = loadKeyPath(socket);
+        const key = await readFile(keyFile, 'utf8').catch((err: unknown) => {
+          throw new Error(`cannot read the daemon's load key ${keyFile} (skiff load runs as root on the node): ${err instanceof Error ? err.message : String(err)}`);
+        });
         const archive = await ImageArchive.open(file, dir);
         server = new ArchiveRegistry(archive);
         const host = await server.start();
@@ -229,7 +238,7 @@ export function registerImages(program: Command, cli: CliContext): void {
             const res = await imageCall(
               cli.client(),
               'PullImage',
-              { image: { image: name, runtime_handler: opts.runtimeHandler, annotations: { [PULL_SOURCE_ANNOTATION]: `${host}/archive@${img.manifestDigest}` } } },
+              { image: { image: name, runtime_handler: opts.runtimeHandler, annotations: { [PULL_SOURCE_ANNOTATION]: `${host}/archive@${img.manifestDigest}`, [PULL_SOURCE_KEY_ANNOTATION]: key.trim() } } },
               0,
             );
             cli.print(`Loaded image: ${name} (${res.image_ref})`);
