@@ -18,6 +18,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
+import { sleep, waitFor, median } from './lib.mjs';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIR = process.env.SKIFF_BENCH_DIR ?? '/var/tmp/skiff-bench-images';
@@ -25,7 +26,6 @@ let ROUNDS = 3;
 const MIRROR = 'http://deb.debian.org/debian';
 
 const log = (...a) => console.log('[image-pull]', ...a);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function sh(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26, ...opts });
@@ -134,18 +134,6 @@ function freePort() {
   });
 }
 
-async function waitFor(what, check, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not come up`);
-    await sleep(100);
-  }
-}
 
 const children = [];
 function start(cmd, args, logFile) {
@@ -254,10 +242,6 @@ function procStatus(pid, field) {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
 
 async function pullOnce(client, rt, image) {

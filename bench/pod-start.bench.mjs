@@ -14,20 +14,14 @@ import { openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { sh, quiet, sleep, waitFor, median } from './lib.mjs';
 
 export const description = 'RunPodSandbox -> container Running (median of N sequential pods) and memory with N pods: skiff vs containerd';
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const BUSYBOX = 'localhost/skiff-bench/busybox:1';
 const PAUSE = 'localhost/skiff-bench/pause:1';
 const SUBNET_ALL = '10.94.0.0/16';
 
-function sh(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status ?? r.signal}\n${r.stderr ?? ''}${r.stdout ?? ''}`);
-  return r.stdout;
-}
-const quiet = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore', timeout: 30_000 }).status === 0;
 
 function ensureContainerd() {
   if (quiet('sh', ['-c', 'command -v containerd && command -v ctr && command -v containerd-shim-runc-v2'])) return;
@@ -42,18 +36,6 @@ async function conflist(dir, name, bridge, subnet, leases) {
   await writeFile(join(dir, '10-bench.conflist'), JSON.stringify({ cniVersion: '1.0.0', name, plugins }));
 }
 
-async function waitFor(what, fn, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await fn()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** Every process as { pid, ppid, argv, comm }. */
 async function processes() {
@@ -91,11 +73,6 @@ async function sumMemory(pids) {
   return { rss, pss };
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 const mb = (b) => (b / 1048576).toFixed(1);
 

@@ -16,34 +16,15 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
+import { sh, quiet, sleep, waitFor, median } from './lib.mjs';
 
 export const description = 'port-forward and exec stdout bytes/s through the streaming server vs plain loopback TCP (ratio)';
 
 const MiB = 1024 * 1024;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const IMAGE = 'localhost/skiff-bench/busybox:1';
 const SUBNET_ALL = '10.91.0.0/16';
 
-function sh(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status ?? r.signal}\n${r.stderr ?? ''}${r.stdout ?? ''}`);
-  return r.stdout;
-}
-const quiet = (cmd, args) => spawnSync(cmd, args, { stdio: 'ignore', timeout: 30_000 }).status === 0;
 
-async function waitFor(what, fn, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await fn()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** A Writable that counts bytes and drops them. */
 function counter() {
