@@ -38,7 +38,7 @@ export interface RunningDaemon {
 async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: DaemonContext; closers: (() => Promise<void> | void)[] }> {
   const closers: (() => Promise<void> | void)[] = [];
   const network = new NetworkSettings(config.state);
-  await network.load();
+  await network.load(log);
   const handlers = new RuntimeHandlers(config);
   const images = new ImageService(config, handlers, log);
   await images.init();

@@ -1,6 +1,6 @@
 // Issue 2: the daemon's spine, against a real daemon and a real gRPC client.
 import { describe, it, expect, afterEach } from 'vitest';
-import { stat, writeFile, mkdir } from 'node:fs/promises';
+import { stat, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -75,6 +75,19 @@ describe('skiff daemon: runtime info', () => {
     d = await daemon({ dir });
     const s = await runtimeCall(d.client, 'Status', { verbose: true });
     expect(JSON.parse(s.info.config).podCidrs).toEqual(['10.244.1.0/24']);
+  });
+
+  it('starts with a damaged network-settings.json: moved aside, no pod CIDRs until kubelet sends them again', async () => {
+    const dir = await makeScratchDir();
+    await mkdir(join(dir, 'state'), { recursive: true });
+    await writeFile(join(dir, 'state', 'network-settings.json'), '{"podCidrs": ["10.2');
+    const d = await daemon({ dir });
+    let s = await runtimeCall(d.client, 'Status', { verbose: true });
+    expect(JSON.parse(s.info.config).podCidrs).toEqual([]);
+    expect((await readdir(join(dir, 'state'))).some((f) => f.startsWith('network-settings.json.damaged.'))).toBe(true);
+    await runtimeCall(d.client, 'UpdateRuntimeConfig', { runtime_config: { network_config: { pod_cidr: '10.244.2.0/24' } } });
+    s = await runtimeCall(d.client, 'Status', { verbose: true });
+    expect(JSON.parse(s.info.config).podCidrs).toEqual(['10.244.2.0/24']);
   });
 });
 
