@@ -321,15 +321,28 @@ export class PodManager {
     }
     for (const kind of ['pid', 'net', 'ipc', 'uts', 'user'] as const) {
       const file = ns[kind];
+      // While DEL has not succeeded the netns stays pinned: the retry gives the plugins the same namespace.
+      if (kind === 'net' && pod.cni?.attached) continue;
       if (file !== undefined) await attempt(`unpin ${kind}`, () => unpinNamespace(file));
     }
     if (pod.files.shm && pod.files.shm !== '/dev/shm') await attempt('shm', () => unmountAll(pod.files.shm!));
     return problems;
   }
 
-  /** Everything release does, then the pod's containers, cgroup, dir and record. Never throws. */
-  private async destroy(pod: PodRecord, log: Logger): Promise<void> {
+  /**
+   * Everything release does, then the pod's containers, cgroup, dir and record. Lenient (undoing a failed
+   * run, start-up recovery): never throws. Strict (RemovePodSandbox): when CNI DEL or unpinning failed the
+   * record is kept (NOTREADY) and an INTERNAL error names the step, so kubelet retries instead of the IP
+   * lease and port mappings leaking with nothing left to release them.
+   */
+  private async destroy(pod: PodRecord, log: Logger, opts: { strict?: boolean } = {}): Promise<void> {
     const problems = await this.release(pod);
+    const blocking = problems.filter((p) => p.startsWith('cni del') || p.startsWith('unpin '));
+    if (opts.strict && blocking.length > 0) {
+      pod.state = 'notready';
+      await this.save(pod);
+      throw internal(`removing pod sandbox: ${blocking.join('; ')}; the pod is kept until a retry succeeds`, { pod: pod.id });
+    }
     try {
       await this.children.removeAll(pod);
     } catch (err) {
@@ -374,7 +387,7 @@ export class PodManager {
       const pod = this.pods.get(found.id);
       if (!pod) return;
       await this.children.removeAll(pod);
-      await this.destroy(pod, this.log.child({ pod: pod.id }));
+      await this.destroy(pod, this.log.child({ pod: pod.id }), { strict: true });
     });
   }
 

@@ -128,6 +128,31 @@ process.stdin.on('data', (d) => (input += d)).on('end', () => {
   return bin;
 }
 
+/**
+ * A CNI plugin of our own in `<dir>/cni-bin` whose DEL fails (a CNI error on stdout, exit 1) until the
+ * file `marker` exists; ADD passes the previous result on, CHECK succeeds. Returns the bin dir.
+ */
+export async function writeFailingDelPlugin(dir: string, marker: string, name = 'skpod-faildel'): Promise<string> {
+  const bin = join(dir, 'cni-bin');
+  await mkdir(bin, { recursive: true });
+  const script = `#!${process.execPath}
+const { existsSync } = require('node:fs');
+let input = '';
+process.stdin.on('data', (d) => (input += d)).on('end', () => {
+  const cmd = process.env.CNI_COMMAND;
+  if (cmd === 'VERSION') return console.log(JSON.stringify({ cniVersion: '1.0.0', supportedVersions: ['0.4.0', '1.0.0'] }));
+  const conf = JSON.parse(input);
+  if (cmd === 'ADD') return console.log(JSON.stringify({ cniVersion: conf.cniVersion, ...conf.prevResult }));
+  if (cmd === 'DEL' && !existsSync(${JSON.stringify(marker)})) {
+    console.log(JSON.stringify({ cniVersion: conf.cniVersion, code: 999, msg: 'skpod-faildel: DEL refused on purpose' }));
+    process.exitCode = 1;
+  }
+});
+`;
+  await writeFile(join(bin, name), script, { mode: 0o755 });
+  return bin;
+}
+
 export function deleteBridge(net: TestNetwork): void {
   try {
     execFileSync('ip', ['link', 'del', net.bridge], { stdio: 'ignore' });
