@@ -20,7 +20,7 @@ import { ContainerManager } from '../containers/manager.js';
 import { ConmonDriver } from '../oci/conmon-driver.js';
 import { podSandboxStatus } from '../cri/pod-service.js';
 import { dirname, join } from 'node:path';
-import { systemdRunning } from '../cri/runtime-info.js';
+import { systemdRunning } from '../util/systemd.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
 import { failedPrecondition, errorMessage } from '../errors.js';
