@@ -1,22 +1,14 @@
 // Issue 2: the daemon's spine, against a real daemon and a real gRPC client.
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { stat, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, runCli, makeScratchDir, daemonsPerTest } from '../helpers/daemon.js';
 import { runtimeCall, imageCall } from '../../src/cli/client.js';
 import { SKIFF_VERSION } from '../../src/version.js';
 
-const daemons: TestDaemon[] = [];
-async function daemon(opts: Parameters<typeof startDaemon>[0] = {}): Promise<TestDaemon> {
-  const d = await startDaemon(opts);
-  daemons.push(d);
-  return d;
-}
-afterEach(async () => {
-  await Promise.all(daemons.splice(0).map((d) => d.cleanup()));
-});
+const daemon = daemonsPerTest();
 
 function grpcCodeOf(p: Promise<unknown>): Promise<number> {
   return p.then(
@@ -101,8 +93,7 @@ describe('skiff daemon: socket and lifecycle', () => {
 
   it('refuses to start on a socket another daemon is serving', async () => {
     const d = await daemon();
-    const second = await startDaemon({ args: ['--socket', d.socket], noWait: true });
-    daemons.push(second);
+    const second = await daemon({ args: ['--socket', d.socket], noWait: true });
     expect(await second.exited).not.toBe(0);
     expect(second.logs()).toContain('another daemon is already serving');
     // the first one is untouched
@@ -137,23 +128,20 @@ describe('skiff daemon: socket and lifecycle', () => {
 
 describe('skiff daemon: configuration', () => {
   it('stops start-up on an unknown key, naming the key and the file', async () => {
-    const d = await startDaemon({ config: '[cni]\nconf_dri = "/x"\n', noWait: true });
-    daemons.push(d);
+    const d = await daemon({ config: '[cni]\nconf_dri = "/x"\n', noWait: true });
     expect(await d.exited).toBe(1);
     expect(d.logs()).toContain('cni.conf_dri: unknown key');
     expect(d.logs()).toContain(d.configFile);
   });
 
   it('stops start-up on a bad value', async () => {
-    const d = await startDaemon({ config: 'cgroup_driver = "cgroupv3"\n', noWait: true });
-    daemons.push(d);
+    const d = await daemon({ config: 'cgroup_driver = "cgroupv3"\n', noWait: true });
     expect(await d.exited).toBe(1);
     expect(d.logs()).toMatch(/cgroup_driver: must be one of cgroupfs, systemd/);
   });
 
   it('refuses the systemd cgroup driver when systemd is not running', async () => {
-    const d = await startDaemon({ config: 'cgroup_driver = "systemd"\n', noWait: true });
-    daemons.push(d);
+    const d = await daemon({ config: 'cgroup_driver = "systemd"\n', noWait: true });
     const code = await Promise.race([d.exited, new Promise((r) => setTimeout(() => r('running'), 3000))]);
     // On a systemd host the daemon legitimately starts; here (no systemd) it must refuse.
     const { access } = await import('node:fs/promises');
