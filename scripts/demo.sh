@@ -6,7 +6,10 @@
 # SKIFF_DEMO_SKIP_SETUP=1 skips scripts/setup.sh (when the machine is known to be ready).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "${SKIFF_DEMO_SKIP_SETUP:-}" = 1 ] || bash scripts/setup.sh >/dev/null
+if [ "${SKIFF_DEMO_SKIP_SETUP:-}" != 1 ]; then
+  echo "== preparing the machine: apt packages, npm ci, build (a minute or two the first time) ..."
+  bash scripts/setup.sh >/dev/null
+fi
 
 work=$(mktemp -d /tmp/skiff-demo.XXXXXX)
 sock="$work/skiff.sock"
@@ -78,7 +81,7 @@ cat >"$work/container.json" <<'EOF'
   "image": { "image": "localhost/skiff-demo/busybox:1" },
   "command": ["sh", "-c", "echo \"hello from a skiff container on $(hostname), pod IP $(ip -4 -o addr show eth0 | awk '{print $4}')\"; echo 'this line goes to stderr' >&2; trap 'echo got SIGTERM, bye; exit 0' TERM; while :; do sleep 1; done"],
   "log_path": "hello/0.log",
-  "labels": { "app": "skiff-demo" } }
+  "labels": { "app": "skiff-demo", "io.kubernetes.pod.name": "demo", "io.kubernetes.pod.namespace": "default" } }
 EOF
 cid=$(skiff run --no-pull "$work/container.json" "$work/pod.json")
 echo "container $cid"

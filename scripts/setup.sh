@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc crun conmon catatonit containernetworking-plugins busybox-static docker-registry
-  skopeo umoci zstd attr iproute2 iptables apache2-utils procps util-linux)
+  skopeo umoci zstd attr iproute2 iptables apache2-utils procps util-linux
+  golang-go golang-github-docker-spdystream-dev openssl)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup.sh: run as root (skiff runs containers; its tests create namespaces, mounts and cgroups)" >&2

@@ -9,6 +9,7 @@ import { registerPods } from './commands/pods.js';
 import { registerContainers } from './commands/containers.js';
 import { registerLogs } from './commands/logs.js';
 import { registerExec } from './commands/exec.js';
+import { registerStreaming } from './commands/stream.js';
 import { SKIFF_VERSION } from '../version.js';
 import { describeError } from './output.js';
 
@@ -35,6 +36,7 @@ export async function main(argv: string[]): Promise<number> {
   registerContainers(program, cli);
   registerLogs(program, cli);
   registerExec(program, cli);
+  registerStreaming(program, cli);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -2,8 +2,9 @@
 // updates, log reopening, exit watching and restart recovery. Every state change of a container runs
 // under that container's mutex and ends in an atomically written record and one lifecycle event.
 // The OCI runtime is reached only through the RuntimeDriver.
+import type { CommandIo } from '../stream/backend.js';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { SkiffConfig } from '../config/config.js';
@@ -21,6 +22,7 @@ import type { ImageRunConfig } from '../oci/spec/input.js';
 import type { SpecPreparer } from './k129-prepare.js';
 import { k129Info } from './k129-info.js';
 import { RecordStore } from '../store/record-store.js';
+import { writeFileAtomic } from '../store/atomic.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { findByIdOrPrefix } from '../util/id-prefix.js';
 import { nowNanos } from '../events/bus.js';
@@ -30,7 +32,7 @@ import { apparmorEnabled, checkHostPaths, ownOomScoreAdj, resolveContainerUser, 
 import { completeCriLog } from '../oci/cri-log.js';
 import { removeEmptyCgroupDir } from '../oci/cgroup-leftovers.js';
 import { containerStatus, exitReason, matchesFilter, type ContainerFilter } from './status.js';
-import { alreadyExists, cancelled, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal } from '../errors.js';
+import { alreadyExists, cancelled, deadlineExceeded, errorMessage, failedPrecondition, invalidArgument, notFound, internal, SkiffError } from '../errors.js';
 
 /**
  * kubelet's cap on ExecSync output (16 MiB), for stdout and stderr together and less a little room for
@@ -231,7 +233,7 @@ export class ContainerManager {
             ...extras,
           });
           await this.deps.prepareSpec?.finish(spec, rootfs);
-          await writeFile(join(rec.bundle, 'config.json'), JSON.stringify(spec));
+          await writeFileAtomic(join(rec.bundle, 'config.json'), JSON.stringify(spec));
           if (logPath) await mkdir(dirname(logPath), { recursive: true });
           const tSpec = performance.now();
           const { pid } = await this.deps.driver.create({
@@ -247,7 +249,10 @@ export class ContainerManager {
           await this.store.save(id, rec);
           this.containers.set(id, rec);
         });
-      } catch (err) {
+      } catch (caught) {
+        // A plain error (EACCES, ENOSPC, … from mkdir or a write) would reach the client as UNKNOWN
+        // without saying which container: give it a kind and the id, as the pod manager's steps do.
+        const err = caught instanceof SkiffError ? caught : internal(`creating the container failed: ${errorMessage(caught)}`, { container: id }, caught);
         log.warn({ err: errorMessage(err) }, 'container create failed; undoing it');
         await this.locks.run(id, () => this.destroy(rec)).catch((e: unknown) => log.error({ err: errorMessage(e) }, 'undoing the failed create left resources behind'));
         if (this.names.get(key) === id) this.names.delete(key);
@@ -535,14 +540,16 @@ export class ContainerManager {
       if (c.state !== 'running' && c.state !== 'created') throw failedPrecondition(`container is ${c.state}: its resources cannot change`, { container: c.id });
       if (!resources) return;
       await this.deps.driver.update(this.ref(c), ociResources(resources));
-      // Keep what was applied, so status reports it and the spec stays the truth for a restart.
-      c.config = { ...c.config, linux: { ...(c.config.linux ?? { security_context: null }), resources } };
+      // Keep what was applied, so status reports it and the spec stays the truth for a restart. The
+      // in-memory record changes only once both files are written: a failed write leaves no half state.
+      const config = { ...c.config, linux: { ...(c.config.linux ?? { security_context: null }), resources } };
       const spec = await this.spec(c).catch(() => undefined);
       if (spec) {
         spec.linux.resources = { ...spec.linux.resources, ...ociResources(resources) };
-        await writeFile(join(c.bundle, 'config.json'), JSON.stringify(spec));
+        await writeFileAtomic(join(c.bundle, 'config.json'), JSON.stringify(spec));
       }
-      await this.store.save(c.id, c);
+      await this.store.save(c.id, { ...c, config });
+      c.config = config;
     });
   }
 
@@ -552,6 +559,27 @@ export class ContainerManager {
     if (!c.logPath) return;
     await mkdir(dirname(c.logPath), { recursive: true });
     await this.deps.driver.reopenLog(this.ref(c), c.logPath);
+  }
+
+  /** Streaming exec (exec -it): the container's process settings with `cmd`, to the client's stdio. */
+  async execStreaming(idOrPrefix: string, cmd: string[], tty: boolean, io: CommandIo): Promise<number> {
+    if (cmd.length === 0) throw invalidArgument('cmd is required');
+    const c = this.get(idOrPrefix);
+    if (c.state !== 'running') throw failedPrecondition(`container is ${c.state}, not running`, { container: c.id });
+    const spec = await this.spec(c);
+    const env = spec.process.env ?? [];
+    // Like other runtimes: a terminal needs a TERM to be usable.
+    const withTerm = tty && !env.some((e) => e.startsWith('TERM=')) ? [...env, 'TERM=xterm'] : env;
+    const process = { ...spec.process, args: cmd, terminal: tty, env: withTerm };
+    delete process.oomScoreAdj;
+    return this.deps.driver.execStreaming(this.ref(c), { process, tty }, io);
+  }
+
+  /** Attach to a running container's stdio; resolves when it exits or the client detaches. */
+  async attach(idOrPrefix: string, io: CommandIo): Promise<void> {
+    const c = this.get(idOrPrefix);
+    if (c.state !== 'running') throw failedPrecondition(`container is ${c.state}, not running`, { container: c.id });
+    await this.deps.driver.attach(this.ref(c), { tty: c.config.tty }, io);
   }
 
   /** The attach socket of a running container (for the streaming server). */

@@ -6,6 +6,7 @@ import { imageService } from './image-service.js';
 import { podService } from './pod-service.js';
 import { eventsService } from './events-service.js';
 import { statsService } from './stats-service.js';
+import { streamService } from './stream-service.js';
 import { containerService } from './container-service.js';
 
 export function criHandlers(ctx: DaemonContext): CriHandlers {
@@ -15,6 +16,7 @@ export function criHandlers(ctx: DaemonContext): CriHandlers {
     podService(ctx),
     eventsService(ctx),
     statsService(ctx),
+    streamService(ctx),
     containerService(ctx),
   ]);
 }

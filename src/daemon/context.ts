@@ -12,6 +12,7 @@ import type { StatsService } from '../stats/service.js';
 import type { CdiRegistry } from '../cdi/registry.js';
 import type { IdmapDetector } from '../oci/idmap.js';
 import type { ContainerManager } from '../containers/manager.js';
+import type { StreamingServer } from '../stream/server.js';
 
 export interface DaemonContext {
   config: SkiffConfig;
@@ -33,6 +34,8 @@ export interface DaemonContext {
   idmap: IdmapDetector;
   /** containers: lifecycle, exec, logs, exit watching and restart recovery (src/containers) */
   containers: ContainerManager;
+  /** The exec/attach/port-forward HTTP server: rpcs park requests there and return its URLs. */
+  streaming: StreamingServer;
   /** Closed on shutdown, in reverse order of registration. */
   onShutdown(fn: () => Promise<void> | void): void;
 }

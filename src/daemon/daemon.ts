@@ -20,6 +20,7 @@ import { ContainerManager } from '../containers/manager.js';
 import { ConmonDriver } from '../oci/conmon-driver.js';
 import { podSandboxStatus } from '../cri/pod-service.js';
 import { dirname, join } from 'node:path';
+import { startStreaming } from './streaming.js';
 import { systemdRunning } from '../util/systemd.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
@@ -64,6 +65,9 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
       return pod ? { status: podSandboxStatus(pod), containers: containers.statuses(pod) } : undefined;
     },
   });
+  // The backends look pods/containers up per request, when ctx exists.
+  const streaming = await startStreaming(config, log, () => ctx);
+  closers.push(() => streaming.close());
   const ctx: DaemonContext = {
     config,
     log,
@@ -77,6 +81,7 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     stats: new StatsService({ cgroupDriver: config.cgroupDriver, writableLayer: (id) => writableLayer(images, id) }),
     cdi,
     idmap,
+    streaming: streaming.server,
     onShutdown: (fn) => closers.push(fn),
   };
   ctx.stats.setRecords({ pods: () => pods.list(), containers: () => containers.all() });

@@ -28,6 +28,8 @@ export class Ingest {
   private fh: FileHandle | undefined;
   /** Bytes written and hashed so far. */
   offset = 0;
+  /** Told about every write and every restart (a reader following the file while it grows). */
+  watcher?: { written(offset: number): void; restarted(): void };
 
   constructor(
     readonly digest: string,
@@ -38,6 +40,7 @@ export class Ingest {
 
   /** Forgets what was written: the next append must start at 0. */
   async reset(): Promise<void> {
+    this.watcher?.restarted();
     if (this.fh) await this.fh.truncate(0);
     this.hash = createHash('sha256');
     this.offset = 0;
@@ -64,6 +67,7 @@ export class Ingest {
       this.hash.update(chunk);
       await fh.write(chunk, 0, chunk.length, this.offset);
       this.offset += chunk.length;
+      this.watcher?.written(this.offset);
       streamed.add(chunk.length);
       this.onBytes?.(chunk.length);
     }
@@ -143,23 +147,24 @@ export class ContentStore {
    * Makes sure the blob is stored: downloads it from `source` (verifying digest and size) unless present.
    * Callers asking for the same digest at the same time wait on the same download.
    */
-  ensure(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void): Promise<void> {
+  ensure(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void, onIngest?: (ing: Ingest) => void): Promise<void> {
     const existing = this.inflight.get(digest);
     if (existing) return existing;
     const p = (async () => {
       if (await this.has(digest)) return;
-      await this.ingest(digest, size, fill, onBytes);
+      await this.ingest(digest, size, fill, onBytes, onIngest);
     })().finally(() => this.inflight.delete(digest));
     this.inflight.set(digest, p);
     return p;
   }
 
   /** Runs `fill` into a temp file; commits it (fsync, rename) only if digest and size match. */
-  private async ingest(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void): Promise<void> {
+  private async ingest(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void, onIngest?: (ing: Ingest) => void): Promise<void> {
     const target = this.path(digest);
     const ing = new Ingest(digest, size, join(this.ingestDir, `${digest.slice(7, 23)}-${randomBytes(6).toString('hex')}`), onBytes);
     try {
       await ing.openFile();
+      onIngest?.(ing);
       await fill(ing);
       await ing.verify();
       await ing.close();

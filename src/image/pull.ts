@@ -6,13 +6,14 @@ import type { ContentStore } from './content-store.js';
 import type { SnapshotStore } from './snapshots.js';
 import { chainIds as computeChainIds } from './snapshots.js';
 import { RegistryClient, RangeNotSatisfiableError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
-import { DigestMismatchError } from './content-store.js';
+import { DigestMismatchError, type Ingest } from './content-store.js';
+import { rm, mkdir } from 'node:fs/promises';
 import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform } from './manifest.js';
 import { invalidArgument, unavailable, SkiffError, errorMessage } from '../errors.js';
 import type { ImageReference } from './reference.js';
 import type { RegistryEndpoint } from './hosts.js';
 import type { Credentials } from './auth.js';
-import { unpackLayerFile } from './unpack.js';
+import { unpackLayerFile, unpackGrowingFile, type LiveUnpack } from './unpack.js';
 import type { ImageRecord } from './image-store.js';
 import type { Logger } from '../log.js';
 
@@ -96,7 +97,7 @@ export function bodyStart(status: number, contentRange: string | undefined, aske
  * short is resumed with a Range request: only a 206 whose Content-Range starts at the byte asked for
  * continues it, a 200 restarts the blob from its first byte, anything else is discarded and retried.
  */
-async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, size: number, onBytes?: (n: number) => void): Promise<void> {
+async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, size: number, onBytes?: (n: number) => void, onIngest?: (ing: Ingest) => void): Promise<void> {
   await job.content.ensure(
     digest,
     size,
@@ -132,7 +133,13 @@ async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, s
       throw unavailable(`downloading blob ${digest} failed: ${errorMessage(lastErr)}`, { digest }, lastErr);
     },
     onBytes,
+    onIngest,
   );
+}
+
+async function emptyDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { mode: 0o755 });
 }
 
 export async function pullImage(job: PullJob): Promise<PulledImage> {
@@ -171,13 +178,37 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
       if (p) p.state = 'exists';
       return;
     }
-    if (p) p.state = 'downloading';
-    await fetchBlob(job, client, layer.digest, layer.size, p ? (n) => (p.downloaded += n) : undefined);
-    if (p) p.state = 'unpacking';
-    // every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
-    // overlay stacks them (rootfs.ts), where it is strict.
-    const snap = await job.snapshots.ensure(chainIds[i], async (fsDir) => {
-      const res = await unpackLayerFile(job.content.path(layer.digest), fsDir, diffIds[i], layer.mediaType);
+    // Every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
+    // overlay stacks them (rootfs.ts), where it is strict. A layer is unpacked while it downloads when this
+    // pull does the download; the snapshot is committed only once both the blob and the diff_id verified.
+    await job.snapshots.ensure(chainIds[i], async (fsDir) => {
+      if (p) p.state = 'downloading';
+      let live: LiveUnpack | undefined;
+      try {
+        await fetchBlob(job, client, layer.digest, layer.size, p ? (n) => (p.downloaded += n) : undefined, (ing) => {
+          live = unpackGrowingFile(ing.tmp, job.content.path(layer.digest), layer.size, fsDir, diffIds[i], layer.mediaType);
+          const l = live;
+          if (l) ing.watcher = { written: (n) => l.available(n), restarted: () => l.abort() };
+        });
+      } catch (err) {
+        live?.abort();
+        // the worker writes into fsDir, which goes when this throws: let it stop first
+        await live?.result.catch(() => undefined);
+        throw err;
+      }
+      if (p) p.state = 'unpacking';
+      let res = live
+        ? await live.result.catch((err: unknown) => {
+            job.log.info({ layer: layer.digest, err: errorMessage(err) }, 'unpacking while downloading did not complete; unpacking the downloaded blob');
+            return undefined;
+          })
+        : undefined;
+      if (!res) {
+        // no live unpack (another pull downloaded it), or it was stopped by a restarted download or failed:
+        // unpack the verified blob from scratch
+        if (live) await emptyDir(fsDir);
+        res = await unpackLayerFile(job.content.path(layer.digest), fsDir, diffIds[i], layer.mediaType);
+      }
       if (res.skippedDevices.length) job.log.warn({ layer: layer.digest, devices: res.skippedDevices.slice(0, 20) }, 'device nodes could not be created; skipped');
       return res;
     });
@@ -185,7 +216,6 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
       p.state = 'done';
       p.downloaded = layer.size;
     }
-    void snap;
   });
 
   const size = manifest.config.size + manifest.layers.reduce((a, l) => a + l.size, 0);

@@ -8,6 +8,7 @@ import { mkdir, rm, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../store/atomic.js';
 import { run, runChecked } from '../util/exec.js';
+import { isMountPoint } from '../util/mountinfo.js';
 import { errnoCode, internal, invalidArgument } from '../errors.js';
 
 export interface RootfsRecord {
@@ -26,10 +27,7 @@ export function overlayOptions(lowerRel: string[], upper: string, work: string):
   return opts;
 }
 
-export async function isMounted(path: string): Promise<boolean> {
-  const res = await run('mountpoint', ['-q', path], { timeoutMs: 10_000 });
-  return res.code === 0;
-}
+export const isMounted = isMountPoint;
 
 export class RootfsStore {
   constructor(readonly dir: string) {}

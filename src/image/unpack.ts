@@ -424,28 +424,85 @@ const WORKER = fileURLToPath(new URL('./unpack-worker.js', import.meta.url));
  */
 export async function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
   if (!existsSync(WORKER)) return unpackLayer(createReadStream(file), dest, expectedDiffId, mediaType);
-  // each worker is an isolate of its own (~10 MB): no more of them than there are cores to run them
+  return withWorkerSlot(() => runWorker({ file, dest, expectedDiffId, mediaType }).result);
+}
+
+/** An unpack that follows a blob while it is being downloaded (see unpackGrowingFile). */
+export interface LiveUnpack {
+  /** Tells the worker that the blob's first `n` bytes are in the file. */
+  available(n: number): void;
+  /** Stops it (the download restarted or failed); `result` then rejects once the worker has stopped. */
+  abort(): void;
+  result: Promise<UnpackResult>;
+}
+
+/**
+ * Unpacks a layer blob of `size` bytes while it is still being downloaded into `file` (renamed to
+ * `committed` once verified): the worker reads
+ * only bytes `available()` said were written, and waits for more. So download and unpack overlap instead of
+ * running one after the other. Undefined when running from sources (no compiled worker).
+ */
+export function unpackGrowingFile(file: string, committed: string, size: number, dest: string, expectedDiffId: string, mediaType?: string): LiveUnpack | undefined {
+  if (!existsSync(WORKER)) return undefined;
+  let worker: ReturnType<typeof runWorker> | undefined;
+  let aborted = false;
+  let latest = 0;
+  const result = withWorkerSlot(() => {
+    if (aborted) return Promise.reject(internal('layer unpack aborted'));
+    worker = runWorker({ file, dest, expectedDiffId, mediaType, growing: { size, available: latest, committed } });
+    return worker.result;
+  });
+  result.catch(() => undefined);
+  return {
+    available(n) {
+      latest = n;
+      worker?.w.postMessage({ available: n });
+    },
+    abort() {
+      // asked, not killed: the worker stops at its next read and exits cleanly, so nothing it started (the
+      // batched mknod/setfattr run) outlives `result`
+      aborted = true;
+      worker?.w.postMessage({ abort: true });
+    },
+    result,
+  };
+}
+
+/** Each worker is an isolate of its own (~10 MB): no more of them than there are cores to run them. */
+async function withWorkerSlot<T>(fn: () => Promise<T>): Promise<T> {
   while (activeWorkers >= MAX_WORKERS) await new Promise<void>((r) => workerQueue.push(r));
   activeWorkers++;
   try {
-    return await runWorker(file, dest, expectedDiffId, mediaType);
+    return await fn();
   } finally {
     activeWorkers--;
     workerQueue.shift()?.();
   }
 }
 
+/** What a worker is given: a blob file, complete or (`growing`) still being written. */
+export interface WorkerJob {
+  file: string;
+  dest: string;
+  expectedDiffId?: string;
+  mediaType?: string;
+  growing?: { size: number; available: number; committed: string };
+}
+
 const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism()));
 let activeWorkers = 0;
 const workerQueue: (() => void)[] = [];
 
-function runWorker(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
-  return new Promise((resolve, reject) => {
-    // small heaps: layer data streams through in chunks, nothing large is ever held
-    const w = new Worker(WORKER, { workerData: { file, dest, expectedDiffId, mediaType }, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 } });
+function runWorker(job: WorkerJob): { w: Worker; result: Promise<UnpackResult> } {
+  const dest = job.dest;
+  // small heaps: layer data streams through in chunks, nothing large is ever held
+  const w = new Worker(WORKER, { workerData: job, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 } });
+  const result = new Promise<UnpackResult>((resolve, reject) => {
     let settled = false;
     w.once('message', (m: UnpackReply) => {
       settled = true;
+      // the reply is the worker's last word (its mknod/setfattr run has finished): nothing may linger
+      void w.terminate();
       if (m.ok) resolve(m.res);
       else reject(new SkiffError(m.kind, m.message, { path: dest }));
     });
@@ -460,4 +517,5 @@ function runWorker(file: string, dest: string, expectedDiffId?: string, mediaTyp
       reject(internal(`layer unpack worker exited with code ${code}`, { path: dest }));
     });
   });
+  return { w, result };
 }

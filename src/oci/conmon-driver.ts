@@ -16,6 +16,11 @@ import { run } from '../util/exec.js';
 import { lookPath } from '../util/which.js';
 import { deadlineExceeded, errnoCode, errorMessage, failedPrecondition, internal } from '../errors.js';
 import { runExec } from './exec-sync.js';
+import { runStreamingExec } from './exec-stream.js';
+import { attachConmon } from './attach.js';
+import type { OciProcess } from './spec/types.js';
+import type { CommandIo } from '../stream/backend.js';
+import { parseConmonSync } from './conmon-sync.js';
 
 /** conmon reports the container pid once the runtime's create returned; runc create takes ~50 ms. */
 const CREATE_TIMEOUT_MS = 60_000;
@@ -28,21 +33,8 @@ export interface ConmonDriverOptions {
   /** <state>/attach: conmon symlinks each container's attach dir here (short socket paths) */
   socketDir: string;
   cgroupDriver: 'cgroupfs' | 'systemd';
-}
-
-function parseSyncMessage(line: string): { pid: number; message?: string } {
-  const v = JSON.parse(line) as { data?: unknown; pid?: unknown; message?: unknown };
-  const pid = typeof v.data === 'number' ? v.data : typeof v.pid === 'number' ? v.pid : NaN;
-  return { pid, message: typeof v.message === 'string' ? v.message : undefined };
-}
-
-/** Whether `pid` is alive and runs `comm` (guards against a reused pid after a restart). */
-async function processIs(pid: number, comm: string): Promise<boolean> {
-  try {
-    return (await readFile(`/proc/${pid}/comm`, 'utf8')).trim() === comm;
-  } catch {
-    return false;
-  }
+  /** How long conmon gets to report the container's pid (default CREATE_TIMEOUT_MS; tests shorten it). */
+  createTimeoutMs?: number;
 }
 
 export class ConmonDriver implements RuntimeDriver {
@@ -104,7 +96,6 @@ export class ConmonDriver implements RuntimeDriver {
     if (this.opts.cgroupDriver === 'systemd') args.push('-s');
     if (o.stdin) args.push('-i');
     if (o.tty) args.push('-t');
-    if (o.timeoutSeconds) args.push('-T', String(o.timeoutSeconds));
     // conmon's own complaints go to a file in the bundle: a file, unlike a pipe, never blocks anyone.
     const errFile = await open(join(o.bundle, 'conmon.log'), 'a');
     try {
@@ -123,18 +114,21 @@ export class ConmonDriver implements RuntimeDriver {
           settled = true;
           clearTimeout(timer);
           sync.destroy();
-          if (err) reject(err);
-          else resolve(pid!);
+          if (!err) return resolve(pid!);
+          // conmon (detached, in a session of its own) may still be creating the container: end it and
+          // whatever runtime state it made before the caller deletes the bundle under it.
+          void this.abandonCreate(o, child.pid).finally(() => reject(err));
         };
-        const timer = setTimeout(() => finish(deadlineExceeded(`conmon did not report the container within ${CREATE_TIMEOUT_MS} ms`, { container: o.id })), CREATE_TIMEOUT_MS);
+        const timeoutMs = this.opts.createTimeoutMs ?? CREATE_TIMEOUT_MS;
+        const timer = setTimeout(() => finish(deadlineExceeded(`conmon did not report the container within ${timeoutMs} ms`, { container: o.id })), timeoutMs);
         sync.on('data', (d: Buffer) => {
           buf += d.toString('utf8');
           const nl = buf.indexOf('\n');
           if (nl < 0) return;
           try {
-            const m = parseSyncMessage(buf.slice(0, nl));
-            if (!(m.pid > 0)) finish(internal(`creating the container failed: ${(m.message ?? 'no reason given').trim()}`, { container: o.id, handler: o.handler }));
-            else finish(undefined, m.pid);
+            const m = parseConmonSync(buf.slice(0, nl));
+            if (!(m.value > 0)) finish(internal(`creating the container failed: ${(m.message ?? 'no reason given').trim()}`, { container: o.id, handler: o.handler }));
+            else finish(undefined, m.value);
           } catch (err) {
             finish(internal(`conmon sent an unreadable sync message: ${errorMessage(err)}`, { container: o.id }));
           }
@@ -153,6 +147,27 @@ export class ConmonDriver implements RuntimeDriver {
     } finally {
       await errFile.close();
     }
+  }
+
+  /**
+   * After a failed create: SIGKILL conmon's process groups (the one we spawned, and the daemonized one
+   * named in conmon.pid; the runtime's create runs in it) and have the runtime forget the container.
+   * Best effort: every step tolerates "already gone".
+   */
+  private async abandonCreate(o: CreateOptions, spawnedPid: number | undefined): Promise<void> {
+    const killGroup = (pid: number) => {
+      for (const target of [-pid, pid]) {
+        try {
+          process.kill(target, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    };
+    if (spawnedPid) killGroup(spawnedPid);
+    const monitor = Number((await readFile(join(o.bundle, 'conmon.pid'), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(monitor) && monitor > 1) killGroup(monitor);
+    await this.delete(o).catch(() => undefined);
   }
 
   async start(ref: RuntimeRef): Promise<void> {
@@ -207,18 +222,18 @@ export class ConmonDriver implements RuntimeDriver {
     return { code, at: Math.floor(at), oomKilled };
   }
 
-  async monitorAlive(ref: RuntimeRef): Promise<boolean> {
-    try {
-      const pid = Number((await readFile(join(ref.bundle, 'conmon.pid'), 'utf8')).trim());
-      return pid > 0 && (await processIs(pid, 'conmon'));
-    } catch {
-      return false;
-    }
-  }
-
   async exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult> {
     const rt = await this.runtime(ref.handler);
     return runExec({ conmon: await this.conmon(), runtime: rt.binary, runtimeArgs: rt.global, id: ref.id, bundle: ref.bundle, socketDir: this.opts.socketDir }, opts);
+  }
+
+  async execStreaming(ref: RuntimeRef, opts: { process: OciProcess; tty: boolean }, io: CommandIo): Promise<number> {
+    const rt = await this.runtime(ref.handler);
+    return runStreamingExec({ binary: rt.binary, global: rt.global, id: ref.id, bundle: ref.bundle }, opts.process, opts.tty, io);
+  }
+
+  attach(ref: RuntimeRef, opts: { tty: boolean }, io: CommandIo): Promise<void> {
+    return attachConmon({ id: ref.id, socketPath: this.attachSocketPath(ref), ctlPath: join(ref.bundle, 'ctl'), tty: opts.tty }, io);
   }
 
   async update(ref: RuntimeRef, resources: OciResources): Promise<void> {

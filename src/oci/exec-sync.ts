@@ -13,9 +13,15 @@ import { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { ExecOptions, ExecResult } from './runtime-driver.js';
-import { internal } from '../errors.js';
+import { deadlineExceeded, internal } from '../errors.js';
 import { outputDrained } from '../util/exec.js';
+import { parseConmonSync } from './conmon-sync.js';
 
+/**
+ * How long conmon gets to report the exec'd process's pid (runc exec takes well under a second). Separate
+ * from the command's own timeout, which may be 0 (none): without it a wedged conmon hangs ExecSync forever.
+ */
+export const PID_ARRIVAL_MS = 30_000;
 /** After the exec'd process was killed, how long conmon gets to report before we give up on it. */
 const KILL_GRACE_MS = 5_000;
 /** How long output may trail the exec'd process's exit (a background child may hold the pipes). */
@@ -58,11 +64,8 @@ export interface ExecTarget {
   bundle: string;
   /** conmon's attach-socket dir (it insists on making a link there for every session) */
   socketDir: string;
-}
-
-function parseSync(line: string): { data: number; message?: string } {
-  const v = JSON.parse(line) as { data?: unknown; message?: unknown };
-  return { data: typeof v.data === 'number' ? v.data : NaN, message: typeof v.message === 'string' ? v.message : undefined };
+  /** overrides PID_ARRIVAL_MS (tests) */
+  pidTimeoutMs?: number;
 }
 
 export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecResult> {
@@ -129,6 +132,18 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
           stop();
         }, opts.timeoutMs);
       }
+      // No pid in time: conmon is wedged. Kill its group (nothing of ours runs yet) and report that.
+      let pidLost = false;
+      const pidTimeoutMs = t.pidTimeoutMs ?? PID_ARRIVAL_MS;
+      const pidTimer = setTimeout(() => {
+        if (pid > 0) return;
+        pidLost = true;
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }, pidTimeoutMs);
       const onAbort = () => stop();
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       if (opts.signal?.aborted) stop();
@@ -139,15 +154,16 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           try {
-            const m = parseSync(line);
+            const m = parseConmonSync(line);
             if (pid === 0) {
-              if (!(m.data > 0)) message = m.message ?? 'the exec could not be started';
+              if (!(m.value > 0)) message = m.message ?? 'the exec could not be started';
               else {
-                pid = m.data;
+                clearTimeout(pidTimer);
+                pid = m.value;
                 if (killing) killProcess();
               }
             } else if (exitCode === undefined) {
-              exitCode = m.data;
+              exitCode = m.value;
               message = m.message;
             }
           } catch {
@@ -159,18 +175,24 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
       child.once('error', (e) => {
         clearTimeout(timer);
         clearTimeout(graceTimer);
+        clearTimeout(pidTimer);
         reject(internal(`cannot run conmon for exec: ${e.message}`, { container: t.id }));
       });
       const drained = outputDrained([child.stdout, child.stderr]);
       child.once('exit', (code) => {
         clearTimeout(timer);
         clearTimeout(graceTimer);
+        clearTimeout(pidTimer);
         opts.signal?.removeEventListener('abort', onAbort);
         // Output still in the pipes arrives after the exit; a background child may hold them forever.
         void drained(EXEC_DRAIN_MS).then(() => {
           child.stdout.destroy();
           child.stderr.destroy();
           sync.destroy();
+          if (pidLost) {
+            reject(deadlineExceeded(`conmon did not report the exec'd process within ${pidTimeoutMs} ms; it was killed`, { container: t.id }));
+            return;
+          }
           if (pid === 0 && !killing) {
             const why = (message ?? err.value().toString('utf8').trim()) || `conmon exited with ${code}`;
             reject(internal(`exec failed: ${why}`.slice(0, 2000), { container: t.id }));

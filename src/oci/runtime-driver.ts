@@ -2,6 +2,7 @@
 // The conmon + runc/crun implementation is in conmon-driver.ts; a test about the caller may swap in a
 // fake, the integration suite never does.
 import type { OciProcess, OciResources } from './spec/types.js';
+import type { CommandIo } from '../stream/backend.js';
 
 /** Which container, run by which handler, from which bundle. */
 export interface RuntimeRef {
@@ -19,8 +20,6 @@ export interface CreateOptions extends RuntimeRef {
   logPath?: string;
   stdin: boolean;
   tty: boolean;
-  /** the container's whole-run timeout (0 = none); unused by CRI, kept for completeness */
-  timeoutSeconds?: number;
 }
 
 /** What the runtime says about a container (`runc state`). */
@@ -69,9 +68,11 @@ export interface RuntimeDriver {
   state(ref: RuntimeRef): Promise<RuntimeState | undefined>;
   /** The recorded exit, once the monitor wrote it. */
   exit(ref: RuntimeRef): Promise<ExitInfo | undefined>;
-  /** Whether the container's monitor process is still alive. */
-  monitorAlive(ref: RuntimeRef): Promise<boolean>;
   exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult>;
+  /** Runs a process in the container wired to a streaming client (exec -it); resolves with its exit code. */
+  execStreaming(ref: RuntimeRef, opts: { process: OciProcess; tty: boolean }, io: CommandIo): Promise<number>;
+  /** Relays the container's stdio until it exits or the client detaches (io.signal); never stops it. */
+  attach(ref: RuntimeRef, opts: { tty: boolean }, io: CommandIo): Promise<void>;
   update(ref: RuntimeRef, resources: OciResources): Promise<void>;
   /** Asks the monitor to reopen the CRI log file (after kubelet rotated it). */
   reopenLog(ref: RuntimeRef, logPath: string): Promise<void>;

@@ -46,9 +46,4 @@ export class RuntimeHandlers {
     }
     return { ready: true, reason: '', message: '' };
   }
-
-  /** Name of the default handler, for messages and for storing images under it. */
-  defaultName(): string {
-    return this.config.defaultRuntime;
-  }
 }

@@ -1,27 +1,12 @@
 // Host mount helpers for pod sandboxes: which paths are mount points, a private mount for the pod dirs,
 // tmpfs for /dev/shm, and unmounting that tolerates "already gone".
-import { readFile, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { isMountPoint, mountPoints } from '../util/mountinfo.js';
 import { run, runChecked } from '../util/exec.js';
 
 const MOUNT_TIMEOUT_MS = 10_000;
 
-/** mountinfo escapes space, tab, newline and backslash as octal (\040). */
-function unescapeMountPath(p: string): string {
-  return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-/** Mount points of this process's mount namespace, in mount order (later entries stack on earlier). */
-export async function mountPoints(): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  return text
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => unescapeMountPath(line.split(' ')[4] ?? ''));
-}
-
-export async function isMountPoint(path: string): Promise<boolean> {
-  return (await mountPoints()).includes(path);
-}
+export { isMountPoint, mountPoints } from '../util/mountinfo.js';
 
 /** Mount points at or below `dir`. */
 export async function mountsUnder(dir: string): Promise<string[]> {

@@ -3,7 +3,7 @@
 import { readdir, readFile, rm, rename, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeJsonAtomic, TEMP_PREFIX } from './atomic.js';
-import { errnoCode, errorMessage } from '../errors.js';
+import { errnoCode, errorMessage, invalidArgument } from '../errors.js';
 
 export interface LoadProblem {
   file: string;
@@ -18,7 +18,7 @@ export class RecordStore<T> {
   ) {}
 
   private file(id: string): string {
-    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(id)) throw new Error(`invalid record id: ${id}`);
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(id)) throw invalidArgument(`invalid record id: ${id.slice(0, 100)}`, { path: this.dir });
     return join(this.dir, `${id}.json`);
   }
 

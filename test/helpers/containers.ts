@@ -1,6 +1,6 @@
 // Helpers for container tests: a daemon with a CNI bridge on the oci subnet (10.90.0.0/16, `skoci*`),
 // busybox loaded, pods and containers made with sensible defaults.
-import { readdir, rmdir, mkdtemp, writeFile, rm } from 'node:fs/promises';
+import { mkdtemp, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -8,6 +8,7 @@ import { startDaemon, makeScratchDir, removeScratchDir, runCli, type TestDaemon,
 import { busyboxEntries, image, layer, ociArchive, type LayerEntry } from './images.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from './cni.js';
 import { loadBusybox } from './registry.js';
+import { removeCgroupTree } from './cgroups.js';
 import { runtimeCall } from '../../src/cli/client.js';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig.js';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig.js';
@@ -30,18 +31,7 @@ export function setupGuard(): void {
 
 export async function teardownGuard(): Promise<void> {
   removeGuard(OCI_GUARD);
-  // Empty dirs only, deepest first (anything still in use stays); a memory cgroup whose children just
-  // went may be busy for a moment: retry briefly.
-  const rmTree = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
-    for (const e of entries) if (e.isDirectory()) await rmTree(join(dir, e.name));
-    for (let i = 0; i < 20; i++) {
-      const err = await rmdir(dir).then(() => undefined, (e: NodeJS.ErrnoException) => e.code);
-      if (err !== 'EBUSY') break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
-  for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) await rmTree(join('/sys/fs/cgroup', ctl, CGROUP_TOP));
+  await removeCgroupTree(CGROUP_TOP);
 }
 
 export const CRUN_CONFIG = '[runtimes.crun]\npath = "crun"\n';

@@ -1,9 +1,10 @@
 // Helpers for the issue-6 tests with real containers: a daemon on the k129 subnet (10.92.0.0/16, bridges
 // `sk129*`, its own forwarding guard and cgroup tree), busybox loaded, runc and crun handlers (crun marked
 // as able to do idmapped mounts: crun 1.8.1 has no `features` command to say so).
-import { readdir, readFile, rmdir, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { removeCgroupTree } from './cgroups.js';
 import { startDaemon, makeScratchDir, removeScratchDir } from './daemon.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge } from './cni.js';
 import { loadBusybox } from './registry.js';
@@ -25,9 +26,7 @@ export function setupK129Guard(): void {
 
 export async function teardownK129(): Promise<void> {
   removeGuard(K129_GUARD);
-  for (const ctl of await readdir('/sys/fs/cgroup').catch(() => [] as string[])) {
-    await rmdir(join('/sys/fs/cgroup', ctl, K129_CGROUP_TOP)).catch(() => undefined);
-  }
+  await removeCgroupTree(K129_CGROUP_TOP);
 }
 
 /** destroyEnv, then the scratch dir too (the daemon was given it, so its cleanup leaves it). */

@@ -1,6 +1,7 @@
 // Shared by the pod sandbox tests: a daemon on a test CNI network, pod configs, and a census of everything
 // a pod could leave on the machine (netns pins, mounts, veths, IPAM leases, cgroups).
-import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { removeCgroupTree } from './cgroups.js';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -73,11 +74,7 @@ export class PodTestEnv {
 
   /** afterAll: the cgroup top dirs (and pod dirs a failed test left in them). */
   async cleanupAll(): Promise<void> {
-    for (const ctl of await readdir('/sys/fs/cgroup')) {
-      const top = join('/sys/fs/cgroup', ctl, this.cgroupTop);
-      for (const e of await readdir(top, { withFileTypes: true }).catch(() => [])) if (e.isDirectory()) await rmdir(join(top, e.name)).catch(() => undefined);
-      await rmdir(top).catch(() => undefined);
-    }
+    await removeCgroupTree(this.cgroupTop);
   }
 
   /** Everything a pod could leave on the machine. */

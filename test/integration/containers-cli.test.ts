@@ -1,10 +1,11 @@
 // The container verbs of the skiff client (run, create, start, ps, inspect, logs, exec -s, update, stop,
 // rm) against a real daemon: runc + conmon, a CNI bridge on the cli subnet (10.94.0.0/16), busybox loaded.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readdir, rmdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startDaemon, makeScratchDir, cliFor, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, makeScratchDir, removeScratchDir, cliFor, type TestDaemon } from '../helpers/daemon.js';
+import { removeCgroupTree } from '../helpers/cgroups.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from '../helpers/cni.js';
 import { loadBusybox } from '../helpers/registry.js';
 
@@ -27,9 +28,11 @@ afterAll(async () => {
   await cli('rm', '-f', '-a').catch(() => undefined);
   await cli('rmp', '-f', '-a').catch(() => undefined);
   await d.cleanup();
+  // the daemon helper keeps a dir it was given: ours to remove
+  await removeScratchDir(dir);
   deleteBridge(net);
   removeGuard(GUARD);
-  for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
+  await removeCgroupTree(CGROUP_TOP);
 });
 
 const { cli, ok } = cliFor(() => d.socket);

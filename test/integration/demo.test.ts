@@ -76,7 +76,7 @@ describe('scripts/demo.sh', () => {
     // exec -s, then the TERM trap's goodbye with its CRI timestamp
     expect(r.stdout).toMatch(/cat \/etc\/hostname\nskiff-demo\n/);
     expect(r.stdout).toMatch(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\S* got SIGTERM, bye/);
-    expect(r.stdout).toMatch(/Exited\s+hello/);
+    expect(r.stdout).toMatch(/Exited\s+hello\s+0\s+[0-9a-f]{13}\s+demo\s+default/);
     expect(r.stdout).toMatch(/Removed sandbox [0-9a-f]{64}/);
     expect(r.stdout).toContain('demo finished; everything cleaned up');
     expect(leftovers(r.stdout)).toEqual([]);

@@ -1,10 +1,11 @@
 // The pod verbs of the skiff client (runp, pods, inspectp, stopp, rmp) against a real daemon with a real
 // CNI bridge network, checked for crictl's flags and output shapes.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { readdir, rmdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startDaemon, makeScratchDir, removeScratchDir, runCli, cliFor, type TestDaemon } from '../helpers/daemon.js';
+import { removeCgroupTree } from '../helpers/cgroups.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge, type TestNetwork } from '../helpers/cni.js';
 
 const CGROUP_TOP = `/skiff-test-podcli-${randomBytes(3).toString('hex')}`;
@@ -21,10 +22,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await runCli(['-r', d.socket, 'rmp', '-f', '-a']).catch(() => undefined);
   await d.cleanup();
-  await removeScratchDir(dir);
+  await removeScratchDir(dir); // the daemon helper keeps a dir it was given
   deleteBridge(net);
   removeGuard();
-  for (const ctl of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', ctl, CGROUP_TOP)).catch(() => undefined);
+  await removeCgroupTree(CGROUP_TOP);
 });
 
 const { cli, ok } = cliFor(() => d.socket);

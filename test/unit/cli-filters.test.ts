@@ -111,6 +111,10 @@ describe('output helpers', () => {
   it('describes gRPC errors as crictl does', () => {
     expect(describeError(Object.assign(new Error('x'), { code: 14, details: 'No connection established' }))).toBe('rpc error: code = UNAVAILABLE desc = No connection established');
     expect(describeError(new Error('plain'))).toBe('plain');
+    const down = Object.assign(new Error('x'), { code: 14, details: 'No connection established. Last error: Error: connect ENOENT /run/skiff/skiff.sock. Resolution note: ' });
+    expect(describeError(down)).toBe(
+      'rpc error: code = UNAVAILABLE desc = No connection established. Last error: Error: connect ENOENT /run/skiff/skiff.sock. (is "skiff daemon" running there? the endpoint comes from -r or CONTAINER_RUNTIME_ENDPOINT)',
+    );
   });
   it('inspect shows readable times: none before start or finish', () => {
     const view = inspectView({

@@ -287,7 +287,7 @@ describe('security', () => {
     expect(s.linux.maskedPaths).toEqual(DEFAULT_MASKED_PATHS);
     expect(s.process.noNewPrivileges).toBe(true);
     expect(withSecurity(emptySpec(), input({ config: cfg({}, { masked_paths: ['/x'], readonly_paths: ['/y'] }) })).linux).toMatchObject({ maskedPaths: ['/x'], readonlyPaths: ['/y'] });
-    const p = withSecurity(emptySpec(), input({ config: cfg({}, { privileged: true }), seccomp: runtimeDefaultSeccomp() }));
+    const p = withSecurity(emptySpec(), input({ config: cfg({}, { privileged: true }), seccomp: 'runtime-default' }));
     expect(p.linux.maskedPaths).toBeUndefined();
     expect(p.linux.seccomp).toBeUndefined();
     expect(p.mounts.find((m) => m.destination === '/sys')?.options).not.toContain('ro');
@@ -300,7 +300,46 @@ describe('security', () => {
     expect(seccompChoice(sc({ seccomp_profile_path: 'runtime/default' }))).toEqual({ kind: 'runtime-default' });
     expect(seccompChoice(sc({ seccomp_profile_path: 'localhost//x.json' }))).toEqual({ kind: 'localhost', path: '/x.json' });
     expect(seccompChoice(sc({ privileged: true, seccomp_profile_path: 'runtime/default' }))).toEqual({ kind: 'unconfined' });
-    expect(runtimeDefaultSeccomp().syscalls?.[0].names).toContain('kexec_load');
+    expect(runtimeDefaultSeccomp([]).syscalls?.[0].names).toContain('kexec_load');
+  });
+
+  it('RuntimeDefault: io_uring denied, clone3 ENOSYS, clone with namespace flags denied by argument, cap-gated calls follow the caps', () => {
+    const denied = (p: ReturnType<typeof runtimeDefaultSeccomp>, name: string) => p.syscalls!.filter((r) => r.names.includes(name) && r.action === 'SCMP_ACT_ERRNO');
+    const plain = runtimeDefaultSeccomp(DEFAULT_CAPABILITIES);
+    for (const n of ['io_uring_setup', 'io_uring_enter', 'io_uring_register', 'ptrace', 'process_vm_readv', 'mount', 'unshare', 'setns', 'keyctl', 'bpf']) {
+      expect(denied(plain, n).length, n).toBeGreaterThan(0);
+    }
+    expect(denied(plain, 'clone3')).toEqual([expect.objectContaining({ errnoRet: 38 })]);
+    const clone = denied(plain, 'clone');
+    const CLONE_NEWUSER = 0x10000000;
+    // each rule matches (flags & F) == F for one namespace flag F; together they cover every namespace
+    for (const r of clone) expect(r.args).toEqual([{ index: 0, value: r.args![0].value, valueTwo: r.args![0].value, op: 'SCMP_CMP_MASKED_EQ' }]);
+    expect(clone.map((r) => r.args![0].value)).toContain(CLONE_NEWUSER);
+    expect(clone.reduce((m, r) => m | r.args![0].value, 0) >>> 0).toBe(0x7e020000);
+    // plain fork/thread clones carry none of those flags: allowed by the default action
+    expect(clone.some((r) => ((0x003d0f00 & r.args![0].value) >>> 0) === r.args![0].value)).toBe(false);
+
+    const ptrace = runtimeDefaultSeccomp([...DEFAULT_CAPABILITIES, 'CAP_SYS_PTRACE']);
+    for (const n of ['ptrace', 'process_vm_readv', 'process_vm_writev', 'kcmp']) expect(denied(ptrace, n), n).toEqual([]);
+    expect(denied(ptrace, 'mount').length).toBeGreaterThan(0);
+    const admin = runtimeDefaultSeccomp([...DEFAULT_CAPABILITIES, 'CAP_SYS_ADMIN']);
+    for (const n of ['clone', 'clone3', 'unshare', 'setns', 'mount', 'umount2', 'pivot_root']) expect(denied(admin, n), n).toEqual([]);
+    expect(denied(admin, 'ptrace').length).toBeGreaterThan(0);
+    expect(denied(admin, 'io_uring_setup').length).toBeGreaterThan(0);
+    // no rule names a syscall twice unconditionally
+    for (const p of [plain, ptrace, admin]) {
+      const unconditional = p.syscalls!.filter((r) => !r.args).flatMap((r) => r.names);
+      expect(new Set(unconditional).size).toBe(unconditional.length);
+    }
+  });
+
+  it('withSecurity builds RuntimeDefault from the effective capabilities', () => {
+    const plain = withSecurity(emptySpec(), input({ seccomp: 'runtime-default' }));
+    expect(plain.linux.seccomp?.syscalls?.some((r) => r.names.includes('ptrace'))).toBe(true);
+    const ptr = withSecurity(emptySpec(), input({ seccomp: 'runtime-default', config: cfg({}, { capabilities: { add_capabilities: ['SYS_PTRACE'], drop_capabilities: [], add_ambient_capabilities: [] } }) }));
+    expect(ptr.linux.seccomp?.syscalls?.some((r) => r.names.includes('ptrace'))).toBe(false);
+    const dropped = withSecurity(emptySpec(), input({ seccomp: 'runtime-default', config: cfg({}, { capabilities: { add_capabilities: ['SYS_PTRACE'], drop_capabilities: ['SYS_PTRACE'], add_ambient_capabilities: [] } }) }));
+    expect(dropped.linux.seccomp?.syscalls?.some((r) => r.names.includes('ptrace'))).toBe(true);
   });
 
   it('AppArmor only where the kernel has it', () => {
@@ -309,6 +348,14 @@ describe('security', () => {
     expect(withSecurity(emptySpec(), input({ config: local, apparmorEnabled: false })).process.apparmorProfile).toBeUndefined();
   });
 });
+
+/** JSON paths of every undefined value in `v` (recursing through arrays and plain objects). */
+function undefinedPaths(v: unknown, at = '$'): string[] {
+  if (v === undefined) return [at];
+  if (Array.isArray(v)) return v.flatMap((x, i) => undefinedPaths(x, `${at}[${i}]`));
+  if (typeof v === 'object' && v !== null) return Object.entries(v).flatMap(([k, x]) => undefinedPaths(x, `${at}.${k}`));
+  return [];
+}
 
 describe('buildSpec', () => {
   it('composes every step into a spec runc accepts the shape of', () => {
@@ -321,8 +368,9 @@ describe('buildSpec', () => {
     expect(s.linux.cgroupsPath).toBe('/skiff/p1/c1');
     expect(s.annotations).toEqual({ a: 'b', 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'p1' });
     expect(s.mounts.map((m) => m.destination)).toEqual(expect.arrayContaining(['/proc', '/etc/hosts', '/etc/resolv.conf', '/etc/hostname', '/dev/shm']));
-    // JSON-clean: nothing undefined leaks as a key runc would see
-    expect(JSON.parse(JSON.stringify(s))).toBeTruthy();
+    // JSON-clean: no key holds undefined (JSON.stringify would drop it silently, hiding a missed value)
+    expect(undefinedPaths(s)).toEqual([]);
+    expect(undefinedPaths({ a: [1, { b: undefined }], c: undefined })).toEqual(['$.a[1].b', '$.c']);
   });
 
   it('SPEC_STEPS is a plain list and a custom list replaces it', () => {

@@ -47,8 +47,11 @@ export interface SpecInput {
   rootfs: string;
   user: ResolvedUser;
   devices: ResolvedDevice[];
-  /** The profile to apply, already loaded; undefined = unconfined. */
-  seccomp?: OciSeccomp;
+  /**
+   * The profile to apply: a loaded Localhost profile, or 'runtime-default' (built by the security step
+   * from the container's capabilities); undefined = unconfined.
+   */
+  seccomp?: OciSeccomp | 'runtime-default';
   /** The daemon's own oom_score_adj when restrict_oom_score_adj is on: a container never gets less. */
   minOomScoreAdj?: number;
   apparmorEnabled: boolean;

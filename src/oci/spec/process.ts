@@ -54,5 +54,5 @@ export function withProcess(spec: OciSpec, input: SpecInput): OciSpec {
 export function withUser(spec: OciSpec, input: SpecInput): OciSpec {
   const { uid, gid, additionalGids } = input.user;
   const gids = [...new Set([gid, ...additionalGids])].filter((g) => g !== gid);
-  return { ...spec, process: { ...spec.process, user: { uid, gid, additionalGids: gids.length > 0 ? gids : undefined } } };
+  return { ...spec, process: { ...spec.process, user: gids.length > 0 ? { uid, gid, additionalGids: gids } : { uid, gid } } };
 }

@@ -2,6 +2,7 @@
 import type { OciSpec } from './types.js';
 import type { SpecInput } from './input.js';
 import { invalidArgument } from '../../errors.js';
+import { runtimeDefaultSeccomp } from './seccomp.js';
 
 /** The capability set containers get by default (the one containerd and CRI-O use). */
 export const DEFAULT_CAPABILITIES = [
@@ -69,7 +70,8 @@ export function withSecurity(spec: OciSpec, input: SpecInput): OciSpec {
   } else {
     linux.maskedPaths = sc?.masked_paths.length ? [...sc.masked_paths] : DEFAULT_MASKED_PATHS;
     linux.readonlyPaths = sc?.readonly_paths.length ? [...sc.readonly_paths] : DEFAULT_READONLY_PATHS;
-    if (input.seccomp) linux.seccomp = input.seccomp;
+    if (input.seccomp === 'runtime-default') linux.seccomp = runtimeDefaultSeccomp(caps);
+    else if (input.seccomp) linux.seccomp = input.seccomp;
     else delete linux.seccomp;
   }
   // Privileged containers see the host's /sys read-write, like docker and containerd.

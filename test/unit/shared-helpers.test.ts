@@ -1,0 +1,34 @@
+// Helpers two areas share: conmon's sync message (create and exec) and the mount point check (pods and
+// image rootfs).
+import { describe, it, expect } from 'vitest';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConmonSync } from '../../src/oci/conmon-sync.js';
+import { isMountPoint } from '../../src/util/mountinfo.js';
+
+describe('parseConmonSync', () => {
+  it('reads data (api v1), pid as a fallback, and the message', () => {
+    expect(parseConmonSync('{"data": 1234}')).toEqual({ value: 1234, message: undefined });
+    expect(parseConmonSync('{"pid": 99}')).toEqual({ value: 99, message: undefined });
+    expect(parseConmonSync('{"data": -1, "message": "runc create failed"}')).toEqual({ value: -1, message: 'runc create failed' });
+    expect(parseConmonSync('{"data": "x", "message": 5}')).toEqual({ value: NaN, message: undefined });
+    expect(() => parseConmonSync('not json')).toThrow();
+  });
+});
+
+describe('isMountPoint', () => {
+  it('knows mount points, also through a symlink; a plain or missing dir is not one', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'skoci-mnt-'));
+    try {
+      expect(await isMountPoint('/proc')).toBe(true);
+      expect(await isMountPoint('/')).toBe(true);
+      expect(await isMountPoint(dir)).toBe(false);
+      expect(await isMountPoint(join(dir, 'missing'))).toBe(false);
+      await symlink('/proc', join(dir, 'link'));
+      expect(await isMountPoint(join(dir, 'link'))).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
