@@ -416,11 +416,17 @@ export class ContainerManager {
   }
 
   async stopAll(pod: PodRecord): Promise<void> {
-    const mine = [...this.containers.values()].filter((c) => c.podId === pod.id);
     // kubelet stops containers itself with their grace periods first; whatever is left goes at once.
-    const results = await Promise.allSettled(mine.map((c) => this.stop(c.id, 0)));
+    await this.eachOfPod(pod, 'stopping', (id) => this.stop(id, 0));
+  }
+
+  /** Runs fn on every container of the pod at once; one INTERNAL error lists all failures. Returns how many. */
+  private async eachOfPod(pod: PodRecord, doing: string, fn: (id: string) => Promise<void>): Promise<number> {
+    const mine = [...this.containers.values()].filter((c) => c.podId === pod.id);
+    const results = await Promise.allSettled(mine.map((c) => fn(c.id)));
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) throw internal(`stopping containers: ${failed.map((f) => errorMessage(f.reason)).join('; ')}`, { pod: pod.id });
+    if (failed.length > 0) throw internal(`${doing} containers: ${failed.map((f) => errorMessage(f.reason)).join('; ')}`, { pod: pod.id });
+    return mine.length;
   }
 
   // ---- remove --------------------------------------------------------------------------------------
@@ -439,11 +445,8 @@ export class ContainerManager {
   }
 
   async removeAll(pod: PodRecord): Promise<void> {
-    const mine = [...this.containers.values()].filter((c) => c.podId === pod.id);
-    const results = await Promise.allSettled(mine.map((c) => this.remove(c.id)));
-    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) throw internal(`removing containers: ${failed.map((f) => errorMessage(f.reason)).join('; ')}`, { pod: pod.id });
-    if (mine.length > 0 && this.deps.config.cgroupDriver === 'cgroupfs') {
+    const removed = await this.eachOfPod(pod, 'removing', (id) => this.remove(id));
+    if (removed > 0 && this.deps.config.cgroupDriver === 'cgroupfs') {
       const left = await removeEmptyCgroupDir(pod.cgroupParent);
       if (left.length > 0) this.log.debug({ pod: pod.id, left }, 'pod cgroup dirs made by the runtime stay');
     }

@@ -1,12 +1,9 @@
 // Version, Status, RuntimeConfig, UpdateRuntimeConfig: what the runtime is and whether it can work.
-import { access } from 'node:fs/promises';
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
 import { unary } from './server.js';
 import { RUNTIME_NAME, SKIFF_VERSION, CRI_API_VERSION } from '../version.js';
 import { networkReadiness } from '../net/cni.js';
-import { errorMessage } from '../errors.js';
-import { lookPath } from '../util/which.js';
 import type { VersionResponse } from '../gen/runtime/v1/VersionResponse.js';
 import type { StatusRequest__Output } from '../gen/runtime/v1/StatusRequest.js';
 import type { StatusResponse } from '../gen/runtime/v1/StatusResponse.js';
@@ -15,16 +12,8 @@ import type { RuntimeConfigResponse } from '../gen/runtime/v1/RuntimeConfigRespo
 import type { UpdateRuntimeConfigRequest__Output } from '../gen/runtime/v1/UpdateRuntimeConfigRequest.js';
 
 async function runtimeCondition(ctx: DaemonContext): Promise<RuntimeCondition> {
-  try {
-    await ctx.handlers.resolve('');
-    const conmon = await lookPath(ctx.config.conmonPath);
-    if (!conmon) {
-      return { type: 'RuntimeReady', status: false, reason: 'ConmonNotFound', message: `conmon binary "${ctx.config.conmonPath}" not found` };
-    }
-    return { type: 'RuntimeReady', status: true, reason: '', message: '' };
-  } catch (err) {
-    return { type: 'RuntimeReady', status: false, reason: 'RuntimeNotFound', message: errorMessage(err) };
-  }
+  const { ready, reason, message } = await ctx.handlers.readiness();
+  return { type: 'RuntimeReady', status: ready, reason, message };
 }
 
 async function networkCondition(ctx: DaemonContext): Promise<RuntimeCondition> {
@@ -52,16 +41,6 @@ function statusInfo(ctx: DaemonContext): Record<string, string> {
       podCidrs: ctx.network.cidrs,
     }),
   };
-}
-
-/** True when systemd is PID 1 (the check `sd_booted()` makes). */
-export async function systemdRunning(): Promise<boolean> {
-  try {
-    await access('/run/systemd/system');
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export function runtimeInfoService(ctx: DaemonContext): Partial<CriHandlers> {

@@ -6,7 +6,7 @@ import { toServiceError, grpcCode } from './grpc-errors.js';
 import type { RuntimeServiceHandlers } from '../gen/runtime/v1/RuntimeService.js';
 import type { ImageServiceHandlers } from '../gen/runtime/v1/ImageService.js';
 import type { Logger } from '../log.js';
-import { errorMessage } from '../errors.js';
+import { errorMessage, unimplemented } from '../errors.js';
 
 export interface CriHandlers {
   runtime: Partial<RuntimeServiceHandlers>;
@@ -38,11 +38,8 @@ export function unary<Req, Res>(
   };
 }
 
-function unimplementedHandler(service: string, method: string, streaming: boolean): grpc.UntypedHandleCall {
-  const error = {
-    code: grpc.status.UNIMPLEMENTED,
-    details: `${service}/${method} is not implemented by skiff yet`,
-  };
+export function unimplementedHandler(service: string, method: string, streaming: boolean): grpc.UntypedHandleCall {
+  const error = toServiceError(unimplemented(`${service}/${method} is not implemented by skiff yet`));
   if (streaming) {
     return ((call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', error)) as grpc.UntypedHandleCall;
   }

@@ -21,7 +21,7 @@ import { ConmonDriver } from '../oci/conmon-driver.js';
 import { podSandboxStatus } from '../cri/pod-service.js';
 import { dirname, join } from 'node:path';
 import { startStreaming } from './streaming.js';
-import { systemdRunning } from '../cri/runtime-info.js';
+import { systemdRunning } from '../util/systemd.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
 import type { DaemonContext } from './context.js';
 import { failedPrecondition, errorMessage } from '../errors.js';
@@ -39,7 +39,7 @@ export interface RunningDaemon {
 async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: DaemonContext; closers: (() => Promise<void> | void)[] }> {
   const closers: (() => Promise<void> | void)[] = [];
   const network = new NetworkSettings(config.state);
-  await network.load();
+  await network.load(log);
   const handlers = new RuntimeHandlers(config);
   const images = new ImageService(config, handlers, log);
   await images.init();

@@ -32,6 +32,14 @@ export class EventBus {
   }
 }
 
+let lastNanos = 0n;
+
+/**
+ * Unix time in nanoseconds, strictly increasing within the process: kubelet's evented PLEG drops an
+ * update whose timestamp is not newer than the one it cached, so two calls in one millisecond must differ.
+ */
 export function nowNanos(): string {
-  return (BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n)).toString();
+  const wall = BigInt(Date.now()) * 1_000_000n;
+  lastNanos = wall > lastNanos ? wall : lastNanos + 1n;
+  return lastNanos.toString();
 }

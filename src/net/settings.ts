@@ -1,9 +1,10 @@
 // Node-level network settings that kubelet pushes with UpdateRuntimeConfig (the pod CIDR), persisted so a
 // restarted daemon keeps them.
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../store/atomic.js';
-import { invalidArgument, errnoCode } from '../errors.js';
+import { invalidArgument, errnoCode, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
 
 interface Persisted {
   podCidrs: string[];
@@ -19,12 +20,25 @@ export class NetworkSettings {
     this.file = join(stateDir, 'network-settings.json');
   }
 
-  async load(): Promise<void> {
+  /**
+   * A damaged file must not keep the daemon from starting (as with records): it is moved aside and the
+   * daemon starts with no pod CIDRs; kubelet sends them again with its next UpdateRuntimeConfig.
+   */
+  async load(log?: Logger): Promise<void> {
+    let text: string;
     try {
-      const saved = JSON.parse(await readFile(this.file, 'utf8')) as Partial<Persisted>;
+      text = await readFile(this.file, 'utf8');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    try {
+      const saved = JSON.parse(text) as Partial<Persisted>;
       if (Array.isArray(saved.podCidrs)) this.podCidrs = saved.podCidrs.filter((c) => typeof c === 'string');
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+      const aside = `${this.file}.damaged.${Date.now()}`;
+      await rename(this.file, aside).catch(() => rm(this.file, { force: true }));
+      log?.warn({ file: this.file, movedTo: aside, err: errorMessage(err) }, 'network settings damaged; starting with no pod CIDRs');
     }
   }
 

@@ -1,7 +1,7 @@
 // The configured runtime handlers (runc, crun, …): resolves each one's binary and tells whether it is usable.
 import type { SkiffConfig, RuntimeHandlerConfig } from '../config/config.js';
 import { lookPath } from '../util/which.js';
-import { invalidArgument, failedPrecondition } from '../errors.js';
+import { invalidArgument, failedPrecondition, errorMessage } from '../errors.js';
 
 export interface ResolvedHandler extends RuntimeHandlerConfig {
   /** Absolute path of the runtime binary. */
@@ -29,5 +29,21 @@ export class RuntimeHandlers {
     const binary = await lookPath(h.path);
     if (!binary) throw failedPrecondition(`runtime handler "${h.name}": binary "${h.path}" not found`, { handler: h.name });
     return { ...h, binary };
+  }
+
+  /**
+   * Whether containers can run: the default handler's binary and conmon are installed. `reason` is a
+   * CamelCase word for the RuntimeReady condition.
+   */
+  async readiness(): Promise<{ ready: boolean; reason: string; message: string }> {
+    try {
+      await this.resolve('');
+    } catch (err) {
+      return { ready: false, reason: 'RuntimeNotFound', message: errorMessage(err) };
+    }
+    if (!(await lookPath(this.config.conmonPath))) {
+      return { ready: false, reason: 'ConmonNotFound', message: `conmon binary "${this.config.conmonPath}" not found` };
+    }
+    return { ready: true, reason: '', message: '' };
   }
 }

@@ -1,9 +1,10 @@
 // The pod cgroup (cgroupfs driver): one directory in every cgroup mount (each v1 hierarchy, name=systemd, the v2 tree). Only the
 // directories skiff created are removed again, deepest first. With the systemd driver the parent is a
 // slice name handed to the OCI runtime, which asks systemd; nothing is created here (documented limit).
-import { mkdir, readFile, rmdir, writeFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { invalidArgument, errnoCode } from '../errors.js';
+import { pathExists } from '../util/fs.js';
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
@@ -15,14 +16,6 @@ export function checkCgroupfsPath(path: string): string {
   return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** cpuset v1 children start empty and refuse tasks until cpus/mems are set: copy the parent's. */
 async function initCpuset(dir: string): Promise<void> {
@@ -63,7 +56,7 @@ export async function createCgroup(path: string): Promise<string[]> {
     let dir = root;
     for (const [i, part] of parts.entries()) {
       dir = join(dir, part);
-      if (await exists(dir)) continue;
+      if (await pathExists(dir)) continue;
       await mkdir(dir).catch((err: unknown) => {
         if (errnoCode(err) !== 'EEXIST') throw err; // another pod made the shared ancestor just now
       });
@@ -166,7 +159,7 @@ export function cgroupFsPath(driver: 'cgroupfs' | 'systemd', parent: string): st
 /** Writes the limits into the given pod dirs, each file only where its controller is (v1 or v2). */
 export async function applyCgroupLimits(dirs: readonly string[], limits: CgroupLimits): Promise<void> {
   for (const dir of dirs) {
-    const has = (file: string) => exists(join(dir, file));
+    const has = (file: string) => pathExists(join(dir, file));
     const put = (file: string, value: string) => writeFile(join(dir, file), value);
     if (limits.memoryBytes !== undefined) {
       if (await has('memory.limit_in_bytes')) await put('memory.limit_in_bytes', String(limits.memoryBytes));

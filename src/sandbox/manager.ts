@@ -2,7 +2,7 @@
 // Every state change of a pod runs under that pod's mutex and ends in an atomically written record.
 // Teardown is one idempotent routine used by stop, remove, a failed run and recovery alike.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, readdir, readFile, access } from 'node:fs/promises';
+import { mkdir, rm, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
@@ -15,6 +15,7 @@ import { writeJsonAtomic } from '../store/atomic.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
 import { lookPath } from '../util/which.js';
 import { findByIdOrPrefix } from '../util/id-prefix.js';
+import { pathExists } from '../util/fs.js';
 import { nowNanos } from '../events/bus.js';
 import { CniRunner, loadCniNetwork, podIpsFromResult, type CniAttachment } from '../net/cni.js';
 import { planPod, type PodPlan } from './plan.js';
@@ -28,13 +29,6 @@ import { alreadyExists, cancelled, failedPrecondition, internal, notFound, error
 
 /** The copy of a pod's record kept in its runtime dir (see save). */
 const RECORD_COPY = 'record.json';
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
 
 /** Size of the per-pod /dev/shm, as kubelet and other runtimes default it. */
 const SHM_OPTIONS = 'rw,nosuid,nodev,noexec,mode=1777,size=64m';
@@ -150,7 +144,7 @@ export class PodManager {
   async run(req: RunPodRequest): Promise<PodRecord> {
     const id = randomBytes(32).toString('hex');
     const handler = this.handlers.config_(req.handler).name;
-    const plan = planPod(req.config, { cgroupDriver: this.config.cgroupDriver, defaultCgroupParent: this.config.cgroupParent, podId: id });
+    const plan = this.plan(req.config, id);
     const network = plan.hostNetwork ? undefined : await loadCniNetwork(this.config.cni.confDir);
     if (!plan.hostNetwork && !network)
       throw failedPrecondition(`no CNI network config in ${this.config.cni.confDir}: only hostNetwork pods can run`, { path: this.config.cni.confDir });
@@ -263,7 +257,7 @@ export class PodManager {
 
   private async saveCopy(pod: PodRecord): Promise<void> {
     // No dir (gone with a reboot's tmpfs): nothing there to release later either, and no copy to keep.
-    if (pod.dir && (await exists(pod.dir))) await writeJsonAtomic(join(pod.dir, RECORD_COPY), pod);
+    if (pod.dir && (await pathExists(pod.dir))) await writeJsonAtomic(join(pod.dir, RECORD_COPY), pod);
   }
 
   /** The copy of a record in its pod dir, when it is whole and belongs there. */
@@ -281,6 +275,11 @@ export class PodManager {
     const userns = plan.uidMappings && plan.gidMappings ? { uidMappings: plan.uidMappings, gidMappings: plan.gidMappings } : undefined;
     const pinned = await pinNamespaces({ dir: join(pod.dir!, 'ns'), kinds, hostname: plan.hostname, userns });
     Object.assign(pod.namespaces, Object.fromEntries(Object.entries(pinned).filter(([, v]) => v !== undefined)));
+  }
+
+  /** The plan of a pod's config under this daemon's cgroup settings (pure; recomputed where needed). */
+  private plan(config: PodRecord['config'], podId: string): PodPlan {
+    return planPod(config, { cgroupDriver: this.config.cgroupDriver, defaultCgroupParent: this.config.cgroupParent, podId });
   }
 
   private attachment(pod: PodRecord, plan?: PodPlan): CniAttachment {
@@ -312,7 +311,7 @@ export class PodManager {
     if (pod.cni?.attached) {
       await attempt('cni del', async () => {
         // The plan's capability args matter for DEL too (portmap removes its rules by them).
-        const plan = planPod(pod.config, { cgroupDriver: this.config.cgroupDriver, defaultCgroupParent: this.config.cgroupParent, podId: pod.id });
+        const plan = this.plan(pod.config, pod.id);
         const netns = ns.net !== undefined && (await isPinned(ns.net)) ? ns.net : '';
         const failures = await this.cni.del(pod.cni!.network, { ...this.attachment(pod, plan), netns }, pod.cniResult);
         if (failures.length > 0) throw internal(failures.join('; '), { pod: pod.id });
@@ -321,15 +320,28 @@ export class PodManager {
     }
     for (const kind of ['pid', 'net', 'ipc', 'uts', 'user'] as const) {
       const file = ns[kind];
+      // While DEL has not succeeded the netns stays pinned: the retry gives the plugins the same namespace.
+      if (kind === 'net' && pod.cni?.attached) continue;
       if (file !== undefined) await attempt(`unpin ${kind}`, () => unpinNamespace(file));
     }
     if (pod.files.shm && pod.files.shm !== '/dev/shm') await attempt('shm', () => unmountAll(pod.files.shm!));
     return problems;
   }
 
-  /** Everything release does, then the pod's containers, cgroup, dir and record. Never throws. */
-  private async destroy(pod: PodRecord, log: Logger): Promise<void> {
+  /**
+   * Everything release does, then the pod's containers, cgroup, dir and record. Lenient (undoing a failed
+   * run, start-up recovery): never throws. Strict (RemovePodSandbox): when CNI DEL or unpinning failed the
+   * record is kept (NOTREADY) and an INTERNAL error names the step, so kubelet retries instead of the IP
+   * lease and port mappings leaking with nothing left to release them.
+   */
+  private async destroy(pod: PodRecord, log: Logger, opts: { strict?: boolean } = {}): Promise<void> {
     const problems = await this.release(pod);
+    const blocking = problems.filter((p) => p.startsWith('cni del') || p.startsWith('unpin '));
+    if (opts.strict && blocking.length > 0) {
+      pod.state = 'notready';
+      await this.save(pod);
+      throw internal(`removing pod sandbox: ${blocking.join('; ')}; the pod is kept until a retry succeeds`, { pod: pod.id });
+    }
     try {
       await this.children.removeAll(pod);
     } catch (err) {
@@ -374,7 +386,7 @@ export class PodManager {
       const pod = this.pods.get(found.id);
       if (!pod) return;
       await this.children.removeAll(pod);
-      await this.destroy(pod, this.log.child({ pod: pod.id }));
+      await this.destroy(pod, this.log.child({ pod: pod.id }), { strict: true });
     });
   }
 
@@ -386,7 +398,7 @@ export class PodManager {
     const pod = this.get(idOrPrefix);
     if (pod.state !== 'ready') return 'not run: the pod is not ready';
     if (!pod.cni?.attached) return 'not run: the pod has no CNI network';
-    const plan = planPod(pod.config, { cgroupDriver: this.config.cgroupDriver, defaultCgroupParent: this.config.cgroupParent, podId: pod.id });
+    const plan = this.plan(pod.config, pod.id);
     try {
       const ran = await this.cni.check(pod.cni.network, this.attachment(pod, plan), pod.cniResult);
       if (ran) return 'ok';

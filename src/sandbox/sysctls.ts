@@ -2,8 +2,8 @@
 // touch the host (a net.* sysctl on a hostNetwork pod, kernel.shm* on a hostIPC pod, a non-namespaced
 // key) is INVALID_ARGUMENT, checked before anything is created. Values are written inside the pod's
 // namespaces by a short `nsenter` script; the host's /proc/sys is never written.
-import { invalidArgument } from '../errors.js';
-import { runChecked } from '../util/exec.js';
+import { invalidArgument, internal } from '../errors.js';
+import { run } from '../util/exec.js';
 
 export interface CheckedSysctl {
   key: string;
@@ -51,10 +51,10 @@ export async function applySysctls(list: readonly CheckedSysctl[], ns: { net?: s
   const enter: string[] = [];
   if (list.some((s) => s.ns === 'net')) enter.push(`--net=${ns.net}`);
   if (list.some((s) => s.ns === 'ipc')) enter.push(`--ipc=${ns.ipc}`);
-  const script = 'while [ $# -gt 0 ]; do printf "%s" "$2" > "/proc/sys/$1" || { echo "cannot set $1" >&2; exit 1; }; shift 2; done';
-  await runChecked('nsenter', [...enter, '--', 'sh', '-c', script, 'sh', ...list.flatMap((s) => [s.path, s.value])], { timeoutMs: 10_000 }).catch(
-    (err: unknown) => {
-      throw invalidArgument(`cannot apply sysctls: ${err instanceof Error ? err.message : String(err)}`);
-    },
-  );
+  // Exit 3 marks "the kernel refused this key or value" (the caller's fault); any other failure (nsenter
+  // missing, namespace gone, timeout) keeps its own kind.
+  const script = 'while [ $# -gt 0 ]; do printf "%s" "$2" > "/proc/sys/$1" || { echo "cannot set $1" >&2; exit 3; }; shift 2; done';
+  const res = await run('nsenter', [...enter, '--', 'sh', '-c', script, 'sh', ...list.flatMap((s) => [s.path, s.value])], { timeoutMs: 10_000 });
+  if (res.code === 3 && /cannot set /.test(res.stderr)) throw invalidArgument(`cannot apply sysctls: ${res.stderr.trim().slice(0, 2000)}`);
+  if (res.code !== 0) throw internal(`cannot apply sysctls: nsenter failed: ${(res.stderr.trim() || `exit ${res.code ?? res.signal}`).slice(0, 2000)}`, { command: 'nsenter' });
 }

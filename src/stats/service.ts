@@ -8,19 +8,18 @@ import type { ContainerStats } from '../gen/runtime/v1/ContainerStats.js';
 import type { PodSandboxStats } from '../gen/runtime/v1/PodSandboxStats.js';
 import type { PodSandboxMetrics } from '../gen/runtime/v1/PodSandboxMetrics.js';
 import { notFound, invalidArgument } from '../errors.js';
+import { findByIdOrPrefix } from '../util/id-prefix.js';
 
 export interface StatsRecords {
   pods(): PodRecord[] | Promise<PodRecord[]>;
   containers(): ContainerRecord[] | Promise<ContainerRecord[]>;
 }
 
-/** An exact ID, or a prefix matching exactly one (crictl passes truncated IDs). */
-function byIdOrPrefix<T extends { id: string }>(all: T[], id: string, what: string): T {
-  const exact = all.find((x) => x.id === id);
-  if (exact) return exact;
-  const matches = all.filter((x) => x.id.startsWith(id));
-  if (matches.length === 1) return matches[0];
-  throw notFound(matches.length > 1 ? `${what} ID prefix "${id}" is ambiguous` : `${what} "${id}" not found`, { id });
+/** An exact ID or an unambiguous prefix (crictl passes truncated IDs), with the codes every rpc uses. */
+function byIdOrPrefix<T extends { id: string }>(all: T[], id: string, what: string, key: string): T {
+  const found = findByIdOrPrefix(new Map(all.map((x) => [x.id, x])), id, what, key);
+  if (!found) throw notFound(`${what} "${id}" not found`, { [key]: id });
+  return found;
 }
 
 export class StatsService {
@@ -49,7 +48,7 @@ export class StatsService {
   async containerStats(id: string): Promise<ContainerStats> {
     if (id === '') throw invalidArgument('container_id is required');
     const { containers } = await this.all();
-    const c = byIdOrPrefix(containers, id, 'container');
+    const c = byIdOrPrefix(containers, id, 'container', 'container');
     return toContainerStats(await this.collector.container(containerTarget(c, this.paths)));
   }
 
@@ -67,7 +66,7 @@ export class StatsService {
   async podSandboxStats(id: string): Promise<PodSandboxStats> {
     if (id === '') throw invalidArgument('pod_sandbox_id is required');
     const { pods, containers } = await this.all();
-    const p = byIdOrPrefix(pods, id, 'pod sandbox');
+    const p = byIdOrPrefix(pods, id, 'pod sandbox', 'pod');
     return toPodSandboxStats(await this.collector.pod(podTarget(p, containers, this.paths)));
   }
 

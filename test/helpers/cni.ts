@@ -107,25 +107,54 @@ export async function makeNetwork(dir: string, opts: NetworkOptions = {}): Promi
 }
 
 /**
- * A CNI plugin of our own in `<dir>/cni-bin`: ADD waits `ms` then passes the previous result on (so a run
- * can be cancelled or the daemon killed while ADD is in progress); DEL and CHECK succeed at once.
- * Returns the bin dir to list before the real plugins' dir.
+ * Writes a CNI plugin of our own, `<dir>/cni-bin/<name>` (node): VERSION is answered, then `body` runs with
+ * `cmd` (CNI_COMMAND) and `conf` (the parsed stdin config). Returns the bin dir.
  */
-export async function writeSlowPlugin(dir: string, ms: number, name = 'skpod-slow'): Promise<string> {
+async function writePlugin(dir: string, name: string, body: string): Promise<string> {
   const bin = join(dir, 'cni-bin');
   await mkdir(bin, { recursive: true });
   const script = `#!${process.execPath}
+const { existsSync } = require('node:fs');
 let input = '';
 process.stdin.on('data', (d) => (input += d)).on('end', () => {
   const cmd = process.env.CNI_COMMAND;
   if (cmd === 'VERSION') return console.log(JSON.stringify({ cniVersion: '1.0.0', supportedVersions: ['0.4.0', '1.0.0'] }));
-  if (cmd !== 'ADD') return;
-  const conf = JSON.parse(input);
-  setTimeout(() => console.log(JSON.stringify({ cniVersion: conf.cniVersion, ...conf.prevResult })), ${ms});
+  const conf = JSON.parse(input || '{}');
+${body}
 });
 `;
   await writeFile(join(bin, name), script, { mode: 0o755 });
   return bin;
+}
+
+/**
+ * A CNI plugin of our own in `<dir>/cni-bin`: ADD waits `ms` then passes the previous result on (so a run
+ * can be cancelled or the daemon killed while ADD is in progress); DEL and CHECK succeed at once.
+ * Returns the bin dir to list before the real plugins' dir.
+ */
+export function writeSlowPlugin(dir: string, ms: number, name = 'skpod-slow'): Promise<string> {
+  return writePlugin(
+    dir,
+    name,
+    `  if (cmd !== 'ADD') return;
+  setTimeout(() => console.log(JSON.stringify({ cniVersion: conf.cniVersion, ...conf.prevResult })), ${ms});`,
+  );
+}
+
+/**
+ * A CNI plugin of our own in `<dir>/cni-bin` whose DEL fails (a CNI error on stdout, exit 1) until the
+ * file `marker` exists; ADD passes the previous result on, CHECK succeeds. Returns the bin dir.
+ */
+export function writeFailingDelPlugin(dir: string, marker: string, name = 'skpod-faildel'): Promise<string> {
+  return writePlugin(
+    dir,
+    name,
+    `  if (cmd === 'ADD') return console.log(JSON.stringify({ cniVersion: conf.cniVersion, ...conf.prevResult }));
+  if (cmd === 'DEL' && !existsSync(${JSON.stringify(marker)})) {
+    console.log(JSON.stringify({ cniVersion: conf.cniVersion, code: 999, msg: 'skpod-faildel: DEL refused on purpose' }));
+    process.exitCode = 1;
+  }`,
+  );
 }
 
 export function deleteBridge(net: TestNetwork): void {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connect, runtimeCall, type CriClient } from '../../src/cli/client.js';
 import { mountsUnder, unmountAll } from '../../src/sandbox/mounts.js';
-import { expect } from 'vitest';
+import { expect, afterEach } from 'vitest';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 export const SKIFF_BIN = join(REPO_ROOT, 'bin/skiff');
@@ -151,4 +151,20 @@ export function cliFor(socket: () => string) {
     return r.stdout;
   };
   return { cli, ok };
+}
+
+/**
+ * For a test file: returns a `daemon(opts)` that starts a daemon and cleans it up after the current test
+ * (registers the afterEach).
+ */
+export function daemonsPerTest(): (opts?: StartOptions) => Promise<TestDaemon> {
+  const daemons: TestDaemon[] = [];
+  afterEach(async () => {
+    await Promise.all(daemons.splice(0).map((d) => d.cleanup()));
+  });
+  return async (opts: StartOptions = {}) => {
+    const d = await startDaemon(opts);
+    daemons.push(d);
+    return d;
+  };
 }

@@ -1,22 +1,14 @@
 // Issue 2: the daemon's spine, against a real daemon and a real gRPC client.
-import { describe, it, expect, afterEach } from 'vitest';
-import { stat, writeFile, mkdir } from 'node:fs/promises';
+import { describe, it, expect } from 'vitest';
+import { stat, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { startDaemon, runCli, makeScratchDir, daemonsPerTest } from '../helpers/daemon.js';
 import { runtimeCall, imageCall } from '../../src/cli/client.js';
 import { SKIFF_VERSION } from '../../src/version.js';
 
-const daemons: TestDaemon[] = [];
-async function daemon(opts: Parameters<typeof startDaemon>[0] = {}): Promise<TestDaemon> {
-  const d = await startDaemon(opts);
-  daemons.push(d);
-  return d;
-}
-afterEach(async () => {
-  await Promise.all(daemons.splice(0).map((d) => d.cleanup()));
-});
+const daemon = daemonsPerTest();
 
 function grpcCodeOf(p: Promise<unknown>): Promise<number> {
   return p.then(
@@ -76,6 +68,19 @@ describe('skiff daemon: runtime info', () => {
     const s = await runtimeCall(d.client, 'Status', { verbose: true });
     expect(JSON.parse(s.info.config).podCidrs).toEqual(['10.244.1.0/24']);
   });
+
+  it('starts with a damaged network-settings.json: moved aside, no pod CIDRs until kubelet sends them again', async () => {
+    const dir = await makeScratchDir();
+    await mkdir(join(dir, 'state'), { recursive: true });
+    await writeFile(join(dir, 'state', 'network-settings.json'), '{"podCidrs": ["10.2');
+    const d = await daemon({ dir });
+    let s = await runtimeCall(d.client, 'Status', { verbose: true });
+    expect(JSON.parse(s.info.config).podCidrs).toEqual([]);
+    expect((await readdir(join(dir, 'state'))).some((f) => f.startsWith('network-settings.json.damaged.'))).toBe(true);
+    await runtimeCall(d.client, 'UpdateRuntimeConfig', { runtime_config: { network_config: { pod_cidr: '10.244.2.0/24' } } });
+    s = await runtimeCall(d.client, 'Status', { verbose: true });
+    expect(JSON.parse(s.info.config).podCidrs).toEqual(['10.244.2.0/24']);
+  });
 });
 
 describe('skiff daemon: socket and lifecycle', () => {
@@ -88,8 +93,7 @@ describe('skiff daemon: socket and lifecycle', () => {
 
   it('refuses to start on a socket another daemon is serving', async () => {
     const d = await daemon();
-    const second = await startDaemon({ args: ['--socket', d.socket], noWait: true });
-    daemons.push(second);
+    const second = await daemon({ args: ['--socket', d.socket], noWait: true });
     expect(await second.exited).not.toBe(0);
     expect(second.logs()).toContain('another daemon is already serving');
     // the first one is untouched
@@ -124,23 +128,20 @@ describe('skiff daemon: socket and lifecycle', () => {
 
 describe('skiff daemon: configuration', () => {
   it('stops start-up on an unknown key, naming the key and the file', async () => {
-    const d = await startDaemon({ config: '[cni]\nconf_dri = "/x"\n', noWait: true });
-    daemons.push(d);
+    const d = await daemon({ config: '[cni]\nconf_dri = "/x"\n', noWait: true });
     expect(await d.exited).toBe(1);
     expect(d.logs()).toContain('cni.conf_dri: unknown key');
     expect(d.logs()).toContain(d.configFile);
   });
 
   it('stops start-up on a bad value', async () => {
-    const d = await startDaemon({ config: 'cgroup_driver = "cgroupv3"\n', noWait: true });
-    daemons.push(d);
+    const d = await daemon({ config: 'cgroup_driver = "cgroupv3"\n', noWait: true });
     expect(await d.exited).toBe(1);
     expect(d.logs()).toMatch(/cgroup_driver: must be one of cgroupfs, systemd/);
   });
 
   it('refuses the systemd cgroup driver when systemd is not running', async () => {
-    const d = await startDaemon({ config: 'cgroup_driver = "systemd"\n', noWait: true });
-    daemons.push(d);
+    const d = await daemon({ config: 'cgroup_driver = "systemd"\n', noWait: true });
     const code = await Promise.race([d.exited, new Promise((r) => setTimeout(() => r('running'), 3000))]);
     // On a systemd host the daemon legitimately starts; here (no systemd) it must refuse.
     const { access } = await import('node:fs/promises');

@@ -5,7 +5,7 @@ import { readFile, readdir, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { installGuard, removeGuard, makeNetwork, writeSlowPlugin, type TestNetwork } from '../helpers/cni.js';
+import { installGuard, removeGuard, makeNetwork, writeSlowPlugin, writeFailingDelPlugin, type TestNetwork } from '../helpers/cni.js';
 import { PodTestEnv, sh, codeOf, runPod, podStatus, podInfo, netnsOf, listenIn, connectFrom, waitForLog } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
 
@@ -204,6 +204,37 @@ describe('records lost, runs interrupted', () => {
       config: env.daemonConfig(join(dir, 'net.d')).replace('[cni]\n', `[cni]\nbin_dir = ["${bin}", "/usr/lib/cni"]\n`),
     });
   }
+
+  it('a CNI DEL that fails keeps the pod (NOTREADY) and fails Stop/RemovePodSandbox until DEL succeeds', async () => {
+    const dir = await env.scratchDir();
+    const marker = join(dir, 'allow-del');
+    const bin = await writeFailingDelPlugin(dir, marker);
+    const { d, net } = await env.netDaemon({
+      dir,
+      extraPlugins: [{ type: 'skpod-faildel' }],
+      config: env.daemonConfig(join(dir, 'net.d')).replace('[cni]\n', `[cni]\nbin_dir = ["${bin}", "/usr/lib/cni"]\n`),
+    });
+    const id = await runPod(d, env.podConfig());
+    for (const rpc of ['StopPodSandbox', 'RemovePodSandbox'] as const) {
+      const err = await runtimeCall(d.client, rpc, { pod_sandbox_id: id }).then(
+        () => undefined,
+        (e: { code: number; details: string }) => e,
+      );
+      expect(err, rpc).toMatchObject({ code: status.INTERNAL });
+      expect(err!.details).toContain('cni del');
+      expect(err!.details).toContain(id);
+      const items = (await runtimeCall(d.client, 'ListPodSandbox', {})).items;
+      expect(items.map((p) => [p.id, p.state])).toEqual([[id, 'SANDBOX_NOTREADY']]);
+    }
+    // the record survives a restart too, so the retry can still come
+    await d.stop('SIGTERM');
+    const d2 = await env.restart(d);
+    expect((await runtimeCall(d2.client, 'ListPodSandbox', {})).items.map((p) => p.id)).toEqual([id]);
+    await writeFile(marker, '');
+    await runtimeCall(d2.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+    expect((await runtimeCall(d2.client, 'ListPodSandbox', {})).items).toEqual([]);
+    expect(await env.leftovers(d2, net)).toEqual([]);
+  });
 
   it('a pod whose record is lost (truncated) gets its network released at start-up: no lease, veth or mount left', async () => {
     const { d, net } = await env.netDaemon({ portmap: true });

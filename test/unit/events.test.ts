@@ -2,7 +2,7 @@
 // the slow-subscriber policy (overflow ends that subscriber only, never blocks the publisher).
 import { describe, it, expect } from 'vitest';
 import { Broadcaster } from '../../src/events/subscription.js';
-import { EventBus, type LifecycleEvent } from '../../src/events/bus.js';
+import { EventBus, nowNanos, type LifecycleEvent } from '../../src/events/bus.js';
 import { ContainerEventFeed, type PodStatusSnapshot } from '../../src/events/container-events.js';
 
 const ev = (type: LifecycleEvent['type'], containerId: string, podId = 'pod1'): LifecycleEvent => ({ type, containerId, podId, createdAt: '1700000000000000000' });
@@ -107,5 +107,25 @@ describe('ContainerEventFeed', () => {
     expect((await s.next()).value).toMatchObject({ container_id: 'c1', pod_sandbox_status: null, containers_statuses: [] });
     expect((await s.next()).value).toMatchObject({ container_id: 'c2' });
     expect(errors).toHaveLength(1);
+  });
+});
+
+describe('nowNanos', () => {
+  // kubelet's evented PLEG drops an event older than the one it cached: timestamps must never go back.
+  it('is strictly increasing over 100k calls', () => {
+    let last = BigInt(nowNanos());
+    let backwards = 0;
+    for (let i = 0; i < 100_000; i++) {
+      const t = BigInt(nowNanos());
+      if (t <= last) backwards++;
+      last = t;
+    }
+    expect(backwards).toBe(0);
+  });
+
+  it('stays close to the wall clock', () => {
+    const ms = BigInt(Date.now());
+    const t = BigInt(nowNanos()) / 1_000_000n;
+    expect(t >= ms - 1n && t <= ms + 1000n).toBe(true);
   });
 });

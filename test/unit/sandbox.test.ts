@@ -2,7 +2,7 @@
 // limits (cgroupfs and systemd slices), pod files, CNI config parsing and results.
 import { describe, it, expect } from 'vitest';
 import { planPod, parseQuantity } from '../../src/sandbox/plan.js';
-import { checkSysctls } from '../../src/sandbox/sysctls.js';
+import { checkSysctls, applySysctls } from '../../src/sandbox/sysctls.js';
 import { podCgroupLimits, sharesToWeight, checkCgroupfsPath, expandSlice, cgroupFsPath } from '../../src/sandbox/cgroups.js';
 import { resolvConfText, hostsText } from '../../src/sandbox/files.js';
 import { parseNetworkList, podIpsFromResult, pluginTypes } from '../../src/net/cni.js';
@@ -135,6 +135,15 @@ describe('sysctls', () => {
       expect(kindOf(() => checkSysctls({ [key]: '1' }, own)), key).toBe('invalid_argument');
     }
     expect(kindOf(() => checkSysctls({ 'net.core.somaxconn': '1\n2' }, { net: true, ipc: true }))).toBe('invalid_argument');
+  });
+  it('applying: a value the kernel refuses is INVALID_ARGUMENT, any other failure keeps its own kind', async () => {
+    const kindOfAsync = (p: Promise<unknown>) => p.then(() => 'ok', (e: SkiffError) => e.kind);
+    // A key the kernel does not have (the write fails inside the namespace; nothing on the host is changed).
+    const unknownKey = checkSysctls({ 'net.ipv4.skpod_no_such_sysctl': '1' }, { net: true, ipc: true });
+    expect(await kindOfAsync(applySysctls(unknownKey, { net: '/proc/self/ns/net' }))).toBe('invalid_argument');
+    // The namespace cannot be entered: our failure, not the caller's.
+    const ok = checkSysctls({ 'net.ipv4.ip_forward': '1' }, { net: true, ipc: true });
+    expect(await kindOfAsync(applySysctls(ok, { net: '/nonexistent/skpod-ns/net' }))).toBe('internal');
   });
 });
 

@@ -6,7 +6,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rmdir, writeFile, readFile, access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { layoutFromMountinfo, readCgroupUsage, detectCgroupLayout, cgroupPathOfPid, type CgroupLayout } from '../../src/stats/cgroup.js';
+import { layoutFromMountinfo, readCgroupUsage, detectCgroupLayout, cgroupPathOfPid, hostSwapFree, type CgroupLayout } from '../../src/stats/cgroup.js';
+import { StatsService } from '../../src/stats/service.js';
+import type { ContainerRecord, PodRecord } from '../../src/store/records.js';
+import type { SkiffError } from '../../src/errors.js';
 import { CpuRateTracker } from '../../src/stats/cpu-rate.js';
 import { parseNetDev, readPodNetwork } from '../../src/stats/network.js';
 import { StatsCollector, toContainerStats, toPodSandboxStats, type PodStatsTarget } from '../../src/stats/collector.js';
@@ -50,7 +53,8 @@ describe('cgroup v2 (fixture tree)', () => {
     expect(s.memory!.available_bytes).toEqual({ value: String(104857600 - (52428800 - 12582912)) });
     expect(s.cpu!.usage_core_nano_seconds).toEqual({ value: '2500000000' });
     expect(s.swap!.swap_usage_bytes).toEqual({ value: '4096' });
-    expect(s.swap!.swap_available_bytes).toBeDefined();
+    // memory.swap.max is "max" in the fixture: available is the host's free swap.
+    expect(s.swap!.swap_available_bytes).toEqual({ value: String(await hostSwapFree()) });
   });
 
   it('gives zero (not missing) usage and swap for a container without a cgroup', async () => {
@@ -174,5 +178,19 @@ describe.skipIf(!liveV1)('cgroup v1 (live machine)', () => {
     expect(after.swap!.swap_available_bytes).not.toBeNull();
     const hasMemsw = await access(join(dirs[0], 'memory.memsw.usage_in_bytes')).then(() => true, () => false);
     if (!hasMemsw || /SwapTotal:\s+0 kB/.test(await readFile('/proc/meminfo', 'utf8'))) expect(after.swap!.swap_usage_bytes).toEqual({ value: '0' });
+  });
+});
+
+describe('StatsService lookups', () => {
+  // The same codes as every other rpc taking an ID (src/util/id-prefix.ts).
+  it('an ambiguous ID prefix is INVALID_ARGUMENT, an unknown ID NOT_FOUND', async () => {
+    const svc = new StatsService({ cgroupDriver: 'cgroupfs' });
+    const recs = [{ id: 'abc1' }, { id: 'abc2' }];
+    svc.setRecords({ pods: () => recs as unknown as PodRecord[], containers: () => recs as unknown as ContainerRecord[] });
+    const kind = (p: Promise<unknown>) => p.then(() => 'ok', (e: SkiffError) => e.kind);
+    expect(await kind(svc.containerStats('abc'))).toBe('invalid_argument');
+    expect(await kind(svc.podSandboxStats('abc'))).toBe('invalid_argument');
+    expect(await kind(svc.containerStats('zzz'))).toBe('not_found');
+    expect(await kind(svc.podSandboxStats('zzz'))).toBe('not_found');
   });
 });
