@@ -118,7 +118,12 @@ export async function run({ root, args }) {
     await writeFile(join(dir, 'skiff.toml'), `[cni]\nconf_dir = "${join(sk, 'net.d')}"\n`);
     const skSock = join(sk, 's.sock');
     const skLog = openSync(join(dir, 'skiff.log'), 'w');
-    const skProc = spawn(process.execPath, [join(root, 'bin/skiff'), 'daemon', '--config', join(dir, 'skiff.toml'), '--root', join(sk, 'root'), '--state', join(sk, 'state'), '--socket', skSock, '--log-level', 'warn'], { stdio: ['ignore', skLog, skLog], detached: true });
+    // SKIFF_BENCH_LOG_LEVEL=debug shows the daemon's phase timings in skiff.log (keep it with SKIFF_BENCH_KEEP=1);
+    // SKIFF_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the daemon's node
+    // --max-semi-space-size as bin/skiff's shebang runs the daemon
+    const nodeArgs = ['--max-semi-space-size=2', ...(process.env.SKIFF_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+    const logLevel = process.env.SKIFF_BENCH_LOG_LEVEL ?? 'warn';
+    const skProc = spawn(process.execPath, [...nodeArgs, join(root, 'bin/skiff'), 'daemon', '--config', join(dir, 'skiff.toml'), '--root', join(sk, 'root'), '--state', join(sk, 'state'), '--socket', skSock, '--log-level', logLevel], { stdio: ['ignore', skLog, skLog], detached: true });
     children.push(skProc);
 
     // containerd, with its own config, root, state and socket

@@ -88,6 +88,14 @@ export function normalizeSignal(sig: string | undefined): string | undefined {
 
 const isKill = (sig: string) => sig === 'SIGKILL' || sig === '9';
 
+/** Promise.all for steps that must all finish (none left running behind a failure): the first error once all settled. */
+async function settleAll<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [x, y] = await Promise.allSettled([a, b]);
+  if (x.status === 'rejected') throw x.reason;
+  if (y.status === 'rejected') throw y.reason;
+  return [x.value, y.value];
+}
+
 export class ContainerManager {
   private readonly containers = new Map<string, ContainerRecord>();
   /** "<pod>/<name>/<attempt>" -> container id: a name is reserved in its pod */
@@ -200,10 +208,25 @@ export class ContainerManager {
       const log = this.log.child({ container: id, pod: current.id });
       try {
         await this.locks.run(id, async () => {
-          await mkdir(rec.bundle, { recursive: true, mode: 0o700 });
-          await this.store.save(id, rec);
           const t0 = performance.now();
-          const rootfs = await this.deps.images.prepareRootfs(image, id);
+          let tRecord = t0;
+          // The record (creating) is on disk before anything recovery would have to undo; the lookups
+          // for the spec, which create nothing, run meanwhile and while the rootfs is mounted.
+          const [rootfs, { extras, devices, seccomp, apparmor }] = await settleAll(
+            (async () => {
+              await Promise.all([mkdir(rec.bundle, { recursive: true, mode: 0o700 }), this.store.save(id, rec)]);
+              tRecord = performance.now();
+              return this.deps.images.prepareRootfs(image, id);
+            })(),
+            (async () => {
+              await checkHostPaths(config);
+              const extras = (await this.deps.prepareSpec?.prepare(config, current)) ?? {};
+              const [devices, seccomp] = await Promise.all([resolveDevices(config), resolveSeccomp(config)]);
+              this.minOom ??= this.deps.config.restrictOomScoreAdj ? await ownOomScoreAdj() : undefined;
+              return { extras, devices, seccomp, apparmor: this.apparmor ?? (await apparmorEnabled()) };
+            })(),
+          );
+          this.apparmor ??= apparmor;
           const tRootfs = performance.now();
           const imageConfig: ImageRunConfig = {
             User: img.User,
@@ -213,11 +236,7 @@ export class ContainerManager {
             WorkingDir: img.WorkingDir,
             StopSignal: img.StopSignal,
           };
-          await checkHostPaths(config);
-          const extras = (await this.deps.prepareSpec?.prepare(config, current)) ?? {};
-          const [user, devices, seccomp] = await Promise.all([resolveContainerUser(config, img.User, rootfs), resolveDevices(config), resolveSeccomp(config)]);
-          this.minOom ??= this.deps.config.restrictOomScoreAdj ? await ownOomScoreAdj() : undefined;
-          this.apparmor ??= await apparmorEnabled();
+          const user = await resolveContainerUser(config, img.User, rootfs);
           const spec = buildSpec({
             containerId: id,
             config,
@@ -243,7 +262,7 @@ export class ContainerManager {
             stdin: config.stdin,
             tty: config.tty,
           });
-          log.debug({ rootfsMs: tRootfs - t0, specMs: tSpec - tRootfs, runtimeCreateMs: performance.now() - tSpec }, 'create timings');
+          log.debug({ recordMs: tRecord - t0, rootfsMs: tRootfs - tRecord, specMs: tSpec - tRootfs, runtimeCreateMs: performance.now() - tSpec }, 'create timings');
           rec.pid = pid;
           delete rec.creating;
           await this.store.save(id, rec);

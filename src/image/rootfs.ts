@@ -27,7 +27,12 @@ export function overlayOptions(lowerRel: string[], upper: string, work: string):
   return opts;
 }
 
+// mountinfo, not `mountpoint`: no fork of the daemon per create and remove
 export const isMounted = isMountPoint;
+
+const existsOk = (err: unknown): void => {
+  if (errnoCode(err) !== 'EEXIST') throw err;
+};
 
 export class RootfsStore {
   constructor(readonly dir: string) {}
@@ -41,14 +46,23 @@ export class RootfsStore {
     const dir = this.containerDir(rec.containerId);
     const merged = join(dir, 'merged');
     if (await isMounted(merged)) return merged;
-    await mkdir(join(dir, 'upper'), { recursive: true, mode: 0o755 });
-    await mkdir(join(dir, 'work'), { recursive: true, mode: 0o700 });
-    await mkdir(merged, { recursive: true, mode: 0o755 });
-    await writeJsonAtomic(join(dir, 'rootfs.json'), rec);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    await Promise.all([
+      mkdir(join(dir, 'upper'), { mode: 0o755 }).catch(existsOk),
+      mkdir(join(dir, 'work'), { mode: 0o700 }).catch(existsOk),
+      mkdir(merged, { mode: 0o755 }).catch(existsOk),
+    ]);
     // overlay needs at least one lower dir; an image without layers gets an empty one
     const lowers = lowerRel.length > 0 ? lowerRel : [await this.emptyLower(snapshotDir)];
     const opts = overlayOptions(lowers, join(dir, 'upper'), join(dir, 'work'));
-    await runChecked('mount', ['-t', 'overlay', 'overlay', '-o', opts, merged], { cwd: snapshotDir, timeoutMs: 30_000 });
+    // The record (which keeps image GC off these snapshots) is written while `mount` runs: GC runs under
+    // the handler lock our caller holds until both are done, and a crash in between leaves a rootfs the
+    // container's own record (written before us) has recovery remove.
+    const written = writeJsonAtomic(join(dir, 'rootfs.json'), rec);
+    const mounted = runChecked('mount', ['-t', 'overlay', 'overlay', '-o', opts, merged], { cwd: snapshotDir, timeoutMs: 30_000 });
+    const [w, m] = await Promise.allSettled([written, mounted]);
+    if (w.status === 'rejected') throw w.reason;
+    if (m.status === 'rejected') throw m.reason;
     return merged;
   }
 

@@ -40,6 +40,8 @@ export interface ConmonDriverOptions {
 export class ConmonDriver implements RuntimeDriver {
   readonly exitDir: string;
   private conmonBinary?: string;
+  /** Handler name -> its binary, looked up once (a PATH walk is several threadpool calls per runtime call). */
+  private readonly runtimeBinaries = new Map<string, string>();
 
   constructor(
     private readonly handlers: RuntimeHandlers,
@@ -56,10 +58,12 @@ export class ConmonDriver implements RuntimeDriver {
 
   /** The runtime binary and its global args (--root, systemd cgroups) for a handler. */
   private async runtime(handler: string): Promise<{ binary: string; global: string[] }> {
-    const h = await this.handlers.resolve(handler);
+    const h = this.handlers.config_(handler);
+    let binary = this.runtimeBinaries.get(handler);
+    if (binary === undefined) this.runtimeBinaries.set(handler, (binary = (await this.handlers.resolve(handler)).binary));
     const global = [`--root=${h.root}`];
     if (this.opts.cgroupDriver === 'systemd') global.push('--systemd-cgroup');
-    return { binary: h.binary, global };
+    return { binary, global };
   }
 
   private async call(ref: RuntimeRef, args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
