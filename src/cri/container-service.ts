@@ -19,6 +19,27 @@ function seconds(v: string, what: string): number {
   return n;
 }
 
+/** Linux's MAX_ARG_STRLEN: execve refuses any one argument or environment string longer (with its NUL). */
+const MAX_ARG_BYTES = 32 * 4096;
+
+/** Linux's PATH_MAX: no executable path can be longer (with its NUL). */
+const MAX_PATH_BYTES = 4096;
+
+/**
+ * A command that can never exec is refused here: runc deadlocks (never fails) when the "executable not
+ * found" error it reports is bigger than a pipe buffer, i.e. for an executable name of ~64 KiB.
+ */
+function checkExecStrings(config: { command: string[]; args: string[]; envs: { key: string; value: string }[] }): void {
+  const exe = config.command[0] ?? config.args[0] ?? '';
+  if (Buffer.byteLength(exe) + 1 > MAX_PATH_BYTES) throw invalidArgument(`executable path of ${Buffer.byteLength(exe)} bytes exceeds PATH_MAX (${MAX_PATH_BYTES - 1})`);
+  const strings = [...config.command, ...config.args, ...config.envs.map((e) => `${e.key}=${e.value}`)];
+  for (const s of strings) {
+    if (Buffer.byteLength(s) + 1 > MAX_ARG_BYTES) {
+      throw invalidArgument(`a command, argument or environment string of ${Buffer.byteLength(s)} bytes exceeds the kernel's ${MAX_ARG_BYTES - 1}-byte limit per string`);
+    }
+  }
+}
+
 export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
   const containers = ctx.containers;
   return {
@@ -26,6 +47,7 @@ export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
       CreateContainer: unary(async (req) => {
         if (req.pod_sandbox_id === '') throw invalidArgument('pod_sandbox_id is required');
         if (!req.config) throw invalidArgument('config is required');
+        checkExecStrings(req.config);
         const c = await containers.create({ podId: req.pod_sandbox_id, config: req.config });
         return { container_id: c.id };
       }),
@@ -62,6 +84,7 @@ export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
       }),
       ExecSync: unary(async (req, call) => {
         if (req.cmd.length === 0) throw invalidArgument('cmd is required');
+        checkExecStrings({ command: req.cmd, args: [], envs: [] });
         const abort = new AbortController();
         call.once('cancelled', () => abort.abort());
         const res = await containers.execSync(requireId(req.container_id), req.cmd, seconds(req.timeout, 'timeout'), abort.signal);
