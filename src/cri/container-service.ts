@@ -6,6 +6,7 @@ import type { CriHandlers } from './server.js';
 import { unary } from './server.js';
 import { invalidArgument } from '../errors.js';
 import { criContainer } from '../containers/status.js';
+import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources.js';
 
 function requireId(id: string): string {
   if (id === '') throw invalidArgument('container_id is required');
@@ -40,6 +41,25 @@ function checkExecStrings(config: { command: string[]; args: string[]; envs: { k
   }
 }
 
+const CPUSET = /^\d+(-\d+)?(,\d+(-\d+)?)*$/;
+
+/**
+ * Resource numbers travel to the runtime as JSON: beyond 2^53 they silently change value (runc then
+ * refuses the spec, which surfaced as INTERNAL). cpusets and unified keys are checked for shape here too.
+ */
+function checkResources(r: LinuxContainerResources__Output | null | undefined): void {
+  if (!r) return;
+  for (const k of ['cpu_period', 'cpu_quota', 'cpu_shares', 'memory_limit_in_bytes', 'oom_score_adj', 'memory_swap_limit_in_bytes'] as const) {
+    if (!Number.isSafeInteger(Number(r[k] || '0'))) throw invalidArgument(`resources.${k} ${r[k]} is out of range`);
+  }
+  for (const k of ['cpuset_cpus', 'cpuset_mems'] as const) {
+    if (r[k] !== '' && !CPUSET.test(r[k])) throw invalidArgument(`resources.${k} "${r[k].slice(0, 100)}" is not a cpu list such as 0-3,6`);
+  }
+  for (const key of Object.keys(r.unified)) {
+    if (key === '' || key.includes('/') || key.startsWith('.')) throw invalidArgument(`resources.unified key "${key.slice(0, 100)}" is not a cgroup file name`);
+  }
+}
+
 export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
   const containers = ctx.containers;
   return {
@@ -48,6 +68,7 @@ export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
         if (req.pod_sandbox_id === '') throw invalidArgument('pod_sandbox_id is required');
         if (!req.config) throw invalidArgument('config is required');
         checkExecStrings(req.config);
+        checkResources(req.config.linux?.resources);
         const c = await containers.create({ podId: req.pod_sandbox_id, config: req.config });
         return { container_id: c.id };
       }),
@@ -75,6 +96,7 @@ export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
         return { containers: items.map(criContainer) };
       }),
       UpdateContainerResources: unary(async (req) => {
+        checkResources(req.linux);
         await containers.updateResources(requireId(req.container_id), req.linux);
         return {};
       }),
