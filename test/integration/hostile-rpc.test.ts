@@ -7,7 +7,7 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { status, type Client } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { join } from 'node:path';
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { startDaemon, REPO_ROOT, type TestDaemon } from '../helpers/daemon.js';
 import { spawn } from 'node:child_process';
@@ -136,6 +136,8 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
+  // HST_DAEMON_LOG=<file>: keep the daemon's log for debugging a failed run
+  if (d && process.env.HST_DAEMON_LOG) await writeFile(process.env.HST_DAEMON_LOG, d.logs());
   if (d) {
     const ps = await runtimeCall(d.client, 'ListPodSandbox', {}).catch(() => ({ items: [] }));
     for (const p of ps.items) await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: p.id }).catch(() => undefined);
@@ -199,6 +201,73 @@ describe.each(['runtime', 'image'] as const)('%s service: generic hostile input 
 });
 
 describe('targeted hostile requests', () => {
+  it('answers absurd fields inside otherwise valid pod and container configs sensibly', async () => {
+    const podBase = {
+      metadata: { name: 'fz', namespace: 'hst', uid: 'uid-fz', attempt: 0 },
+      linux: { cgroup_parent: `${CGROUP_TOP}/fz`, security_context: { namespace_options: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+    };
+    const big = Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`k${i}`, 'v']));
+    const podCases: [string, Record<string, unknown>][] = [
+      ['name 10 KB', { metadata: { ...podBase.metadata, name: 'n'.repeat(10240) } }],
+      ['name with ../', { metadata: { ...podBase.metadata, name: '../../etc' } }],
+      ['name with NUL', { metadata: { ...podBase.metadata, name: 'a\0b' } }],
+      ['hostname 10 KB', { hostname: 'h'.repeat(10240) }],
+      ['cgroup_parent ../', { linux: { ...podBase.linux, cgroup_parent: '/../../../../sys/fs/cgroup' } }],
+      ['cgroup_parent relative', { linux: { ...podBase.linux, cgroup_parent: 'a/../../b' } }],
+      ['10k sysctls', { linux: { ...podBase.linux, sysctls: big } }],
+      ['sysctl path escape', { linux: { ...podBase.linux, sysctls: { '../../../etc/passwd': 'x' } } }],
+      ['10k labels', { labels: big }],
+      ['10k dns servers', { dns_config: { servers: Array.from({ length: 10_000 }, (_, i) => `10.0.${i >> 8}.${i & 255}`), searches: [], options: [] } }],
+      ['dns search with newline', { dns_config: { servers: ['1.1.1.1'], searches: ['a\nnameserver 6.6.6.6'], options: [] } }],
+      ['negative port', { port_mappings: [{ protocol: 'TCP', container_port: -1, host_port: 70000, host_ip: '' }] }],
+      ['unknown ns mode', { linux: { ...podBase.linux, security_context: { namespace_options: { network: 99, pid: 99, ipc: 99 } } } }],
+      ['run_as_user huge', { linux: { ...podBase.linux, security_context: { ...podBase.linux.security_context, run_as_user: { value: '-1' } } } }],
+      ['overhead negative', { linux: { ...podBase.linux, overhead: { cpu_shares: '-5', memory_limit_in_bytes: '-1' } } }],
+    ];
+    const t = type('RunPodSandboxRequest');
+    const got: Record<string, string> = {};
+    for (const [label, over] of podCases) {
+      const o = await raw('runtime', 'RunPodSandbox', enc(t, { config: { ...podBase, ...over } }), 20_000);
+      got[label] = `${status[o.code]} ${o.details.slice(0, 160)}`;
+      if (o.code === status.OK) {
+        const id = type('RunPodSandboxResponse').decode(o.res!).toJSON().pod_sandbox_id as string;
+        await runtimeCall(d.client, 'RemovePodSandbox', { pod_sandbox_id: id });
+      }
+    }
+    const ctrBase = { metadata: { name: 'fc', attempt: 0 }, image: { image: imageName }, command: ['true'] };
+    const ctrCases: [string, Record<string, unknown>][] = [
+      ['name with /', { metadata: { name: '../x', attempt: 0 } }],
+      ['10k envs', { envs: Array.from({ length: 10_000 }, (_, i) => ({ key: `K${i}`, value: 'v' })) }],
+      ['env key with =', { envs: [{ key: 'A=B', value: 'v' }] }],
+      ['command 1 MB', { command: ['x'.repeat(1 << 20)] }],
+      ['executable 100 KB', { command: ['x'.repeat(100_000)] }],
+      ['argument 100 KB', { command: ['sh', '-c', `: ${'x'.repeat(100_000)}`] }],
+      ['working_dir relative', { working_dir: 'rel/dir' }],
+      ['negative resources', { linux: { resources: { cpu_shares: '-1', memory_limit_in_bytes: '-5', cpu_quota: '-9', cpu_period: '-1', oom_score_adj: '-99999' } } }],
+      ['huge resources', { linux: { resources: { cpu_shares: '9223372036854775807', memory_limit_in_bytes: '9223372036854775807', cpu_period: '9223372036854775807' } } }],
+      ['cpuset garbage', { linux: { resources: { cpuset_cpus: '0-99999999,../', cpuset_mems: 'x' } } }],
+      ['unified escape', { linux: { resources: { unified: { '../../../etc/x': '1' } } } }],
+      ['cpu_quota huge', { linux: { resources: { cpu_quota: '-9223372036854775808' } } }],
+      ['run_as_user -1', { linux: { security_context: { run_as_user: { value: '-1' } } } }],
+      ['unknown capability', { linux: { security_context: { capabilities: { add_capabilities: ['CAP_NOPE', '../x'] } } } }],
+      ['devices escape', { devices: [{ host_path: '/dev/../etc/passwd', container_path: '/dev/x', permissions: 'rwm' }] }],
+      ['mount container_path /proc/sysrq-trigger', { mounts: [{ host_path: '/dev/null', container_path: '/proc/sysrq-trigger' }] }],
+      ['unknown propagation', { mounts: [{ host_path: '/tmp', container_path: '/t', propagation: 99 }] }],
+      ['image 10 KB', { image: { image: 'i'.repeat(10240) } }],
+      ['image NUL', { image: { image: 'busy\0box' } }],
+    ];
+    const tc = type('CreateContainerRequest');
+
+    const cgot: Record<string, string> = {};
+    for (const [label, over] of ctrCases) {
+      const o = await raw('runtime', 'CreateContainer', enc(tc, { pod_sandbox_id: podId, config: { ...ctrBase, ...over } }), 20_000);
+      cgot[label] = `${status[o.code]} ${o.details.slice(0, 160)}`;
+      if (o.code === status.OK) await runtimeCall(d.client, 'RemoveContainer', { container_id: type('CreateContainerResponse').decode(o.res!).toJSON().container_id as string });
+    }
+    for (const [k, v] of [...Object.entries(got), ...Object.entries(cgot)]) expect.soft(v, k).toMatch(/^(OK|INVALID_ARGUMENT|NOT_FOUND|FAILED_PRECONDITION|RESOURCE_EXHAUSTED) /);
+    await intact();
+  });
+
   it('refuses a message over the 16 MiB limit with RESOURCE_EXHAUSTED and takes one just under it', async () => {
     const t = type('ListPodSandboxRequest');
     const big = 'x'.repeat(16 * 1024 * 1024);
