@@ -1,5 +1,6 @@
 // RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox: validate and
 // translate only; the mechanics live in src/sandbox (ctx.pods).
+import { isAbsolute } from 'node:path';
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
 import { unary } from './server.js';
@@ -65,6 +66,9 @@ export function podService(ctx: DaemonContext): Partial<CriHandlers> {
     runtime: {
       RunPodSandbox: unary(async (req: RunPodSandboxRequest__Output, call): Promise<RunPodSandboxResponse> => {
         if (!req.config) throw invalidArgument('config is required');
+        // as CRI-O: a relative log directory would be resolved against the daemon's cwd
+        const logDir = req.config.log_directory;
+        if (logDir !== '' && !isAbsolute(logDir)) throw invalidArgument(`log_directory must be an absolute path, got "${logDir.slice(0, 300)}"`, { pod: req.config.metadata?.name });
         const abort = new AbortController();
         call.once('cancelled', () => abort.abort());
         const pod = await ctx.pods.run({ config: req.config, handler: req.runtime_handler, signal: abort.signal });

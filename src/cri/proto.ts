@@ -1,9 +1,10 @@
 // Loads proto/api.proto for grpc-js. The options must stay in step with scripts/gen-types.mjs, which
 // generates the TypeScript types (src/gen) describing exactly the objects these options produce.
-import { loadSync, type Options, type PackageDefinition } from '@grpc/proto-loader';
+import { loadSync, type Options, type PackageDefinition, type ServiceDefinition } from '@grpc/proto-loader';
 import { loadPackageDefinition } from '@grpc/grpc-js';
 import { fileURLToPath } from 'node:url';
 import type { ProtoGrpcType } from '../gen/api.js';
+import { strictDeserializer } from './wire-check.js';
 
 export const PROTO_PATH = fileURLToPath(new URL('../../proto/api.proto', import.meta.url));
 
@@ -20,7 +21,16 @@ let definition: PackageDefinition | undefined;
 
 /** The parsed proto (descriptors of every message), parsed once per process. */
 export function criPackageDefinition(): PackageDefinition {
-  definition ??= loadSync(PROTO_PATH, LOADER_OPTIONS);
+  if (!definition) {
+    definition = loadSync(PROTO_PATH, LOADER_OPTIONS);
+    // requests are checked on the wire before they decode (src/cri/wire-check.ts)
+    for (const svc of ['runtime.v1.RuntimeService', 'runtime.v1.ImageService']) {
+      for (const m of Object.values(definition[svc] as ServiceDefinition)) {
+        const name = (m.requestType.type as { name: string }).name;
+        m.requestDeserialize = strictDeserializer(PROTO_PATH, `runtime.v1.${name}`, m.requestDeserialize);
+      }
+    }
+  }
   return definition;
 }
 

@@ -7,6 +7,7 @@ import type { RuntimeServiceHandlers } from '../gen/runtime/v1/RuntimeService.js
 import type { ImageServiceHandlers } from '../gen/runtime/v1/ImageService.js';
 import type { Logger } from '../log.js';
 import { errorMessage, unimplemented } from '../errors.js';
+import { rejectUndecodable } from './wire-check.js';
 
 export interface CriHandlers {
   runtime: Partial<RuntimeServiceHandlers>;
@@ -54,7 +55,7 @@ function bindAll(
 ): grpc.UntypedServiceImplementation {
   const impl: grpc.UntypedServiceImplementation = {};
   for (const [method, def] of Object.entries(service)) {
-    const handler = given[method] ?? unimplementedHandler(serviceName, method, def.responseStream);
+    const handler = rejectUndecodable(given[method] ?? unimplementedHandler(serviceName, method, def.responseStream), def.responseStream);
     impl[method] = def.responseStream ? handler : logged(serviceName, method, handler, log);
   }
   return impl;

@@ -1,5 +1,6 @@
 // Mount steps: the standard container filesystems, the pod's shared files (hostname, hosts, resolv.conf,
 // /dev/shm) and the request's bind mounts. A request mount replaces any default at the same destination.
+import { posix } from 'node:path';
 import type { OciMount, OciSpec } from './types.js';
 import type { SpecInput } from './input.js';
 import { invalidArgument } from '../../errors.js';
@@ -44,6 +45,14 @@ export function withPodFiles(spec: OciSpec, input: SpecInput): OciSpec {
   return { ...spec, mounts: upsert(spec.mounts, add) };
 }
 
+/** /proc files runc lets a bind mount cover (what lxcfs provides); anything else below /proc it refuses. */
+const PROC_MOUNTABLE = new Set(['/proc/cpuinfo', '/proc/diskstats', '/proc/meminfo', '/proc/stat', '/proc/swaps', '/proc/uptime', '/proc/loadavg', '/proc/slabinfo', '/proc/net/dev', '/proc/sys/kernel/ns_last_pid']);
+
+function procDestinationRefused(dest: string): boolean {
+  const clean = posix.normalize(dest).replace(/\/+$/, '');
+  return (clean === '/proc' || clean.startsWith('/proc/')) && !PROC_MOUNTABLE.has(clean);
+}
+
 /** The request's mounts. Paths must be absolute; existence of host paths is checked by resolve.ts. */
 export function withRequestMounts(spec: OciSpec, input: SpecInput): OciSpec {
   const add: OciMount[] = [];
@@ -51,6 +60,7 @@ export function withRequestMounts(spec: OciSpec, input: SpecInput): OciSpec {
   for (const m of input.config.mounts) {
     if (!m.container_path.startsWith('/')) throw invalidArgument(`mount container_path must be absolute, got "${m.container_path}"`, { path: m.container_path });
     if (!m.host_path.startsWith('/')) throw invalidArgument(`mount host_path must be absolute, got "${m.host_path}"`, { path: m.host_path });
+    if (procDestinationRefused(m.container_path)) throw invalidArgument(`mount container_path ${m.container_path}: the runtime refuses mounts into /proc except over its lxcfs-style files`, { path: m.container_path });
     const propagation = PROPAGATION[m.propagation] ?? 'rprivate';
     if (propagation === 'rshared') rootfsPropagation = 'rshared';
     else if (propagation === 'rslave' && rootfsPropagation !== 'rshared') rootfsPropagation = 'rslave';
