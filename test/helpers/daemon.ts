@@ -44,6 +44,7 @@ export interface StartOptions {
 
 /** Removes a scratch dir after unmounting whatever a daemon left mounted below it (deepest first). */
 export async function removeScratchDir(dir: string): Promise<void> {
+  scratchDirs.delete(dir);
   await unmountBelow(dir);
   await rm(dir, { recursive: true, force: true });
 }
@@ -53,9 +54,18 @@ async function unmountBelow(dir: string): Promise<void> {
   for (const m of (await mountsUnder(dir)).reverse()) await unmountAll(m);
 }
 
+/** Scratch dirs of this test file not removed yet: test/setup.ts removes what is left after the file. */
+const scratchDirs = new Set<string>();
+
 export async function makeScratchDir(prefix = 'skiff-test-'): Promise<string> {
   // Short paths: unix socket paths are limited to 107 bytes.
-  return mkdtemp(join(tmpdir(), prefix));
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  scratchDirs.add(dir);
+  return dir;
+}
+
+export async function removeLeftoverScratchDirs(): Promise<void> {
+  for (const dir of [...scratchDirs]) await removeScratchDir(dir);
 }
 
 export async function startDaemon(opts: StartOptions = {}): Promise<TestDaemon> {
