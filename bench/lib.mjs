@@ -1,5 +1,6 @@
 // Small helpers the benchmarks share (not a bench itself: the runner only picks up *.bench.mjs).
 import { spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -32,3 +33,14 @@ export const median = (xs) => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
+
+/** Lazily unmounts everything mounted below `dir`, deepest first (what a runtime under test left behind). */
+export async function unmountBelow(dir) {
+  const mounts = (await readFile('/proc/self/mounts', 'utf8'))
+    .split('\n')
+    .map((l) => l.split(' ')[1])
+    .filter((m) => m && m.startsWith(dir))
+    .sort()
+    .reverse();
+  for (const m of mounts) quiet('umount', ['-l', m]);
+}

@@ -14,7 +14,7 @@ import { openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { sh, quiet, sleep, waitFor, median } from './lib.mjs';
+import { sh, quiet, sleep, waitFor, median, unmountBelow } from './lib.mjs';
 
 export const description = 'RunPodSandbox -> container Running (median of N sequential pods) and memory with N pods: skiff vs containerd';
 
@@ -313,13 +313,7 @@ async function cleanup({ dir, guard, bridges, children, runtimes, runtimeCall, h
       }
     }
   }
-  const mounts = (await readFile('/proc/self/mounts', 'utf8'))
-    .split('\n')
-    .map((l) => l.split(' ')[1])
-    .filter((m) => m && m.startsWith(dir))
-    .sort()
-    .reverse();
-  for (const m of mounts) quiet('umount', ['-l', m]);
+  await unmountBelow(dir);
   for (const b of bridges) quiet('ip', ['link', 'del', b]);
   while (quiet('iptables', ['-w', '5', '-D', 'FORWARD', '-j', guard])) {
     // every jump

@@ -8,7 +8,7 @@
 // Each figure is the median of RUNS transfers. Needs root (a daemon with runc, conmon, a CNI bridge on
 // 10.91.0.0/16). Leaves nothing behind.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, mkdir, writeFile, readFile, rm, access } from 'node:fs/promises';
+import { mkdtemp, mkdir, writeFile, rm, access } from 'node:fs/promises';
 import { openSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { Duplex, Writable } from 'node:stream';
@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { sh, quiet, sleep, waitFor, median } from './lib.mjs';
+import { sh, quiet, sleep, waitFor, median, unmountBelow } from './lib.mjs';
 
 export const description = 'port-forward and exec stdout bytes/s through the streaming server vs plain loopback TCP (ratio)';
 
@@ -169,13 +169,7 @@ export async function run({ root, args }) {
       daemon.kill('SIGTERM');
       if ((await Promise.race([gone.then(() => true), sleep(15_000).then(() => false)])) === false) daemon.kill('SIGKILL');
     }
-    const mounts = (await readFile('/proc/self/mounts', 'utf8'))
-      .split('\n')
-      .map((l) => l.split(' ')[1])
-      .filter((m) => m && m.startsWith(dir))
-      .sort()
-      .reverse();
-    for (const m of mounts) quiet('umount', ['-l', m]);
+    await unmountBelow(dir);
     quiet('ip', ['link', 'del', bridge]);
     while (quiet('iptables', ['-w', '5', '-D', 'FORWARD', '-j', guard])) {
       // every jump

@@ -4,6 +4,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { beforeAll, afterAll } from 'vitest';
 import { removeCgroupTree } from './cgroups.js';
 import { startDaemon, makeScratchDir, removeScratchDir } from './daemon.js';
 import { installGuard, removeGuard, makeNetwork, deleteBridge } from './cni.js';
@@ -105,4 +106,23 @@ export async function runK129Pod(env: OciEnv, config = k129PodConfig(env), handl
 
 export function k129CtrConfig(name: string, command: string[], over: Partial<ContainerConfig> = {}): ContainerConfig {
   return { metadata: { name, attempt: 0 }, image: { image: BUSYBOX }, command, log_path: `${name}.log`, labels: { ctr: name }, ...over };
+}
+
+/** A test file's k129 daemon: guard and daemon set up before its tests, all of it torn down after. */
+export function k129Suite(): { env: () => OciEnv } {
+  let env: OciEnv | undefined;
+  beforeAll(async () => {
+    setupK129Guard();
+    env = await k129Daemon();
+  });
+  afterAll(async () => {
+    if (env) await destroyK129(env);
+    await teardownK129();
+  });
+  return {
+    env: () => {
+      if (!env) throw new Error('k129 daemon not started');
+      return env;
+    },
+  };
 }

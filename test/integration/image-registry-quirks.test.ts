@@ -7,20 +7,14 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { startDaemon, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { daemonsPerTest, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
 import { image, layer, layerFromTar, tarOf, type BuiltImage, type Blob } from '../helpers/images.js';
 import { imageCall } from '../../src/cli/client.js';
 import type { AuthConfig } from '../../src/gen/runtime/v1/AuthConfig.js';
 
-const daemons: TestDaemon[] = [];
 const servers: Server[] = [];
-async function daemon(opts: Parameters<typeof startDaemon>[0] = {}): Promise<TestDaemon> {
-  const d = await startDaemon(opts);
-  daemons.push(d);
-  return d;
-}
-afterEach(async () => {
-  await Promise.all(daemons.splice(0).map((d) => d.cleanup()));
+const daemon = daemonsPerTest();
+afterEach(() => {
   for (const s of servers.splice(0)) {
     s.closeAllConnections();
     s.close();

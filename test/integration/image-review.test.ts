@@ -6,20 +6,14 @@ import { createServer, type Server, type IncomingMessage, type ServerResponse } 
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { daemonsPerTest, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
 import { image, layer, ociArchive, type BuiltImage, type Blob } from '../helpers/images.js';
 import { imageCall } from '../../src/cli/client.js';
 import type { AuthConfig } from '../../src/gen/runtime/v1/AuthConfig.js';
 
-const daemons: TestDaemon[] = [];
 const servers: Server[] = [];
-async function daemon(opts: Parameters<typeof startDaemon>[0] = {}): Promise<TestDaemon> {
-  const d = await startDaemon(opts);
-  daemons.push(d);
-  return d;
-}
-afterEach(async () => {
-  await Promise.all(daemons.splice(0).map((d) => d.cleanup()));
+const daemon = daemonsPerTest();
+afterEach(() => {
   for (const s of servers.splice(0)) {
     s.closeAllConnections();
     s.close();

@@ -1,25 +1,17 @@
 // Issue 3: the ImageService against a real daemon, a real docker-registry (plain, Basic, Bearer) and
 // scripted HTTP servers for what a well-behaved registry never does (wrong digest, truncated blob, redirect).
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { createServer, type Server, type IncomingMessage } from 'node:http';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
-import { startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { daemonsPerTest, startDaemon, runCli, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
 import { startRegistry, pushBusybox, pushImage, pushBlob, pushManifest, loadBusybox, type TestRegistry } from '../helpers/registry.js';
 import { busyboxImage, image, index, layer, ociArchive, dockerArchive, type BuiltImage, type Blob } from '../helpers/images.js';
 import { imageCall } from '../../src/cli/client.js';
 
-const daemons: TestDaemon[] = [];
-async function daemon(opts: Parameters<typeof startDaemon>[0] = {}): Promise<TestDaemon> {
-  const d = await startDaemon(opts);
-  daemons.push(d);
-  return d;
-}
-afterEach(async () => {
-  await Promise.all(daemons.splice(0).map((d) => d.cleanup()));
-});
+const daemon = daemonsPerTest();
 
 function codeOf(p: Promise<unknown>): Promise<number | string> {
   return p.then(

@@ -1,22 +1,13 @@
 // Issue 6, evented PLEG with real containers (runc under conmon): two subscribers see the exact event
 // sequence of a pod with two containers, and every event carries statuses that agree with ContainerStatus
 // and PodSandboxStatus at that moment.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import { runtimeCall } from '../../src/cli/client.js';
-import type { OciEnv } from '../helpers/containers.js';
-import { k129Daemon, destroyK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig } from '../helpers/k129.js';
+import { k129Suite, runK129Pod, k129CtrConfig } from '../helpers/k129.js';
 import type { ContainerEventResponse__Output } from '../../src/gen/runtime/v1/ContainerEventResponse.js';
 
-let env: OciEnv | undefined;
-beforeAll(async () => {
-  setupK129Guard();
-  env = await k129Daemon();
-});
-afterAll(async () => {
-  if (env) await destroyK129(env);
-  await teardownK129();
-});
+const suite = k129Suite();
 
 class Recorder {
   readonly events: ContainerEventResponse__Output[] = [];
@@ -48,7 +39,7 @@ const STATE_AFTER: Record<string, string> = {
 
 describe('GetContainerEvents with real containers', () => {
   it('streams created, started, an exit by itself, stopped and deleted, with statuses of that moment', async () => {
-    const e = env!;
+    const e = suite.env();
     const subs = [new Recorder(e.d.client.runtime.GetContainerEvents({})), new Recorder(e.d.client.runtime.GetContainerEvents({}))];
     await Promise.all(subs.map((s) => s.subscribed));
     const pod = await runK129Pod(e);

@@ -1,29 +1,20 @@
 // Issue 6 stats with a real container (runc under conmon, cgroup v1 here): memory grows when the container
 // allocates, CPU rises while it spins, swap fields are always there (zero with swap off), the writable
 // layer counts the container's writes, and pod stats and CRI metrics agree with the container stats.
-import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { runtimeCall } from '../../src/cli/client.js';
 import { runCli } from '../helpers/daemon.js';
-import type { OciEnv } from '../helpers/containers.js';
-import { k129Daemon, destroyK129, setupK129Guard, teardownK129, runK129Pod, k129CtrConfig } from '../helpers/k129.js';
+import { k129Suite, runK129Pod, k129CtrConfig } from '../helpers/k129.js';
 
-let env: OciEnv | undefined;
-beforeAll(async () => {
-  setupK129Guard();
-  env = await k129Daemon();
-});
-afterAll(async () => {
-  if (env) await destroyK129(env);
-  await teardownK129();
-});
+const suite = k129Suite();
 
 const n = (v: { value?: string } | null | undefined): bigint => BigInt(v?.value ?? '-1');
 const MiB = 1n << 20n;
 
 describe('stats of a real container', () => {
   it('memory grows with an allocation, CPU rises while spinning, swap present, writable layer counted', async () => {
-    const e = env!;
+    const e = suite.env();
     const pod = await runK129Pod(e);
     const id = (await runtimeCall(e.d.client, 'CreateContainer', { pod_sandbox_id: pod.id, config: k129CtrConfig('stats', ['sleep', '1000']), sandbox_config: pod.config }))
       .container_id;
