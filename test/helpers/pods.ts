@@ -6,12 +6,25 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { startDaemon, makeScratchDir, removeScratchDir, type TestDaemon } from './daemon.js';
-import { makeNetwork, deleteBridge, bridgePorts, type TestNetwork, type NetworkOptions } from './cni.js';
+import { makeNetwork, deleteBridge, bridgePorts, installGuard, removeGuard, type TestNetwork, type NetworkOptions } from './cni.js';
+import { beforeAll, afterAll, afterEach } from 'vitest';
 import { runtimeCall } from '../../src/cli/client.js';
 import type { PodSandboxConfig } from '../../src/gen/runtime/v1/PodSandboxConfig.js';
 
 /** Daemons and networks of one test file, with the pods' cgroups under one top dir of its own. */
 export class PodTestEnv {
+  /** The env of a test file: forwarding guard before its tests, per-test cleanup, everything gone after. */
+  static forTestFile(): PodTestEnv {
+    const env = new PodTestEnv();
+    beforeAll(() => installGuard());
+    afterAll(async () => {
+      removeGuard();
+      await env.cleanupAll();
+    });
+    afterEach(() => env.cleanupEach());
+    return env;
+  }
+
   readonly cgroupTop = `/skiff-test-pods-${randomBytes(3).toString('hex')}`;
   readonly daemons: TestDaemon[] = [];
   readonly networks: TestNetwork[] = [];

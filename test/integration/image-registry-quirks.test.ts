@@ -46,7 +46,9 @@ async function server(route: Handler): Promise<{ host: string; log: string[]; re
 }
 
 /** Routes /v2/<repo>/manifests/<ref> and /v2/<repo>/blobs/<digest> of `img` (tag "v1"); `blob` overrides blobs. */
-function registryRoute(img: BuiltImage, blob?: (b: Blob, req: IncomingMessage, res: ServerResponse) => void): Handler {
+type BlobAnswer = (b: Blob, req: IncomingMessage, res: ServerResponse) => void;
+
+function registryRoute(img: BuiltImage, blob?: BlobAnswer): Handler {
   const blobs = new Map([img.config, ...img.layers].map((b) => [b.digest, b]));
   return (req, res) => {
     const m = /^\/v2\/.+\/(manifests|blobs)\/([^/?]+)$/.exec(req.url ?? '');
@@ -79,16 +81,22 @@ beforeAll(async () => {
   img = image([await layer([{ name: 'data', content: big }], 'none')]);
 });
 
+
+/** Blob answers that send the first 1000 bytes at once and the rest after `ms`. */
+function slowBlob(ms: number): BlobAnswer {
+  return (b, _req, res) => {
+    res.writeHead(200, { 'content-length': b.size });
+    res.write(b.data.subarray(0, 1000));
+    setTimeout(() => res.end(b.data.subarray(1000)), ms);
+  };
+}
+
 describe('downloads', () => {
   it('concurrent pulls of one image share one download of each blob', async () => {
     const l = img.layers[0];
     const s = await server(
-      registryRoute(img, (b, _req, res) => {
-        // slow enough that the second pull arrives while the first still downloads
-        res.writeHead(200, { 'content-length': b.size });
-        res.write(b.data.subarray(0, 1000));
-        setTimeout(() => res.end(b.data.subarray(1000)), 300);
-      }),
+      // slow enough that the second pull arrives while the first still downloads
+      registryRoute(img, slowBlob(300)),
     );
     const d = await daemon();
     const name = `${s.host}/x/y:v1`;
@@ -335,11 +343,7 @@ describe('authentication quirks', () => {
 describe('pull progress', () => {
   it('draws a bar per layer on a terminal', async () => {
     const s = await server(
-      registryRoute(img, (b, _req, res) => {
-        res.writeHead(200, { 'content-length': b.size });
-        res.write(b.data.subarray(0, 1000));
-        setTimeout(() => res.end(b.data.subarray(1000)), 900);
-      }),
+      registryRoute(img, slowBlob(900)),
     );
     const d = await daemon();
     // `script` gives the CLI a pseudo-terminal

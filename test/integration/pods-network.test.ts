@@ -1,21 +1,15 @@
 // Issue 4, the rest of the network and lifecycle cases: network readiness, CNI CHECK, bandwidth, dual
 // stack, host network, pod files, pod cgroup limits, records lost or caught mid-ADD, cancelled runs.
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { readFile, readdir, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { installGuard, removeGuard, makeNetwork, writeSlowPlugin, writeFailingDelPlugin, type TestNetwork } from '../helpers/cni.js';
+import { makeNetwork, writeSlowPlugin, writeFailingDelPlugin, type TestNetwork } from '../helpers/cni.js';
 import { PodTestEnv, sh, codeOf, runPod, podStatus, podInfo, netnsOf, listenIn, connectFrom, waitForLog } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
 
-const env = new PodTestEnv();
-beforeAll(() => installGuard());
-afterAll(async () => {
-  removeGuard();
-  await env.cleanupAll();
-});
-afterEach(() => env.cleanupEach());
+const env = PodTestEnv.forTestFile();
 
 async function networkCondition(d: TestDaemon) {
   const s = await runtimeCall(d.client, 'Status', {});

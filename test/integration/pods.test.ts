@@ -1,20 +1,14 @@
 // Issue 4: pod sandboxes with pinned namespaces and real CNI plugins (bridge, host-local, portmap), as root.
-import { describe, it, expect, beforeAll, afterAll, afterEach } from 'vitest';
+import { describe, it, expect } from 'vitest';
 import { readdir, readFile, writeFile, mkdir, copyFile, chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startDaemon, removeScratchDir } from '../helpers/daemon.js';
-import { installGuard, removeGuard, makeNetwork, bridgePorts } from '../helpers/cni.js';
+import { makeNetwork, bridgePorts } from '../helpers/cni.js';
 import { PodTestEnv, sh, codeOf, runPod as run, podStatus, netnsOf, listenIn, NODE, CONNECT } from '../helpers/pods.js';
 import { runtimeCall } from '../../src/cli/client.js';
 
-const env = new PodTestEnv();
-beforeAll(() => installGuard());
-afterAll(async () => {
-  removeGuard();
-  await env.cleanupAll();
-});
-afterEach(() => env.cleanupEach());
+const env = PodTestEnv.forTestFile();
 
 describe('pod sandboxes on a CNI bridge', () => {
   it('two pods get IPs on the bridge and reach each other; status, list, stop, remove leave nothing', async () => {
