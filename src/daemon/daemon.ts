@@ -19,7 +19,7 @@ import { k129SpecPreparer } from '../containers/k129-prepare.js';
 import { ContainerManager } from '../containers/manager.js';
 import { ConmonDriver } from '../oci/conmon-driver.js';
 import { podSandboxStatus } from '../cri/pod-service.js';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { startStreaming } from './streaming.js';
 import { systemdRunning } from '../util/systemd.js';
 import { claimSocketPath, restrictSocket } from './socket.js';
@@ -78,7 +78,7 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
     pods,
     containers,
     containerEvents,
-    stats: new StatsService({ cgroupDriver: config.cgroupDriver, writableLayer: (id) => writableLayer(images, id) }),
+    stats: new StatsService({ cgroupDriver: config.cgroupDriver, writableLayer: (id) => images.writableLayer(id) }),
     cdi,
     idmap,
     streaming: streaming.server,
@@ -86,12 +86,6 @@ async function buildContext(config: SkiffConfig, log: Logger): Promise<{ ctx: Da
   };
   ctx.stats.setRecords({ pods: () => pods.list(), containers: () => containers.all() });
   return { ctx, closers };
-}
-
-/** A container's overlay upper dir (its own writes) and the dir all of them live in (ImageFsInfo's mountpoint). */
-function writableLayer(images: ImageService, containerId: string): { dir: string; mountpoint: string } {
-  const merged = images.rootfsPath(containerId);
-  return { dir: join(dirname(merged), 'upper'), mountpoint: dirname(dirname(merged)) };
 }
 
 function bind(server: grpc.Server, socket: string): Promise<void> {

@@ -302,6 +302,11 @@ export class ImageService {
     return join(this.rootfs.containerDir(containerId), 'merged');
   }
 
+  /** A container's own writes (its overlay upper dir) and the filesystem all of them live on (ImageFsInfo's mountpoint). */
+  writableLayer(containerId: string): { dir: string; mountpoint: string } {
+    return { dir: join(this.rootfs.containerDir(containerId), 'upper'), mountpoint: this.rootfs.dir };
+  }
+
   /** Mounts the container's overlay rootfs (idempotent) and returns its path. */
   async prepareRootfs(image: ImageRecord, containerId: string): Promise<string> {
     const s = await this.store(image.runtimeHandler);
