@@ -1,21 +1,10 @@
 // runc creates a container's cgroup in every mounted hierarchy, making the pod's directory on the way in
 // hierarchies the pods module does not manage (name=systemd, and the v2 "unified" mount of a hybrid
 // host). Once the pod's last container is gone those empty pod directories are ours to remove.
-import { readFile, rmdir } from 'node:fs/promises';
+import { rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode } from '../errors.js';
-
-async function cgroupMounts(): Promise<string[]> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const out: string[] = [];
-  for (const line of info.split('\n')) {
-    const [left, right] = line.split(' - ');
-    const mountPoint = left?.split(' ')[4];
-    const fstype = right?.split(' ')[0];
-    if (mountPoint && (fstype === 'cgroup' || fstype === 'cgroup2')) out.push(mountPoint);
-  }
-  return out;
-}
+import { allCgroupMounts } from '../sandbox/cgroups.js';
 
 /**
  * Removes `path` (a cgroupfs path like /kubepods/pod1) wherever it is left empty. Never throws; returns
@@ -24,7 +13,7 @@ async function cgroupMounts(): Promise<string[]> {
 export async function removeEmptyCgroupDir(path: string): Promise<string[]> {
   const left: string[] = [];
   if (!path.startsWith('/') || path.split('/').includes('..')) return left;
-  for (const mnt of await cgroupMounts()) {
+  for (const mnt of await allCgroupMounts().catch(() => [] as string[])) {
     const dir = join(mnt, path);
     for (let attempt = 0; attempt < 25; attempt++) {
       const code = await rmdir(dir).then(

@@ -6,6 +6,7 @@ import { join, posix } from 'node:path';
 import { invalidArgument, errnoCode } from '../errors.js';
 import { pathExists } from '../util/fs.js';
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources.js';
+import { mounts } from '../util/mountinfo.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
 
@@ -32,15 +33,9 @@ async function initCpuset(dir: string): Promise<void> {
  * (name=systemd and the v2 "unified" tree of a hybrid host too), so the pod dir must exist, and go, in all.
  */
 export async function allCgroupMounts(): Promise<string[]> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  const out: string[] = [];
-  for (const line of info.split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (!left || !right) continue;
-    const mountPoint = left.split(' ')[4] ?? '';
-    const fstype = right.split(' ')[0];
-    if (mountPoint.startsWith(CGROUP_ROOT) && (fstype === 'cgroup' || fstype === 'cgroup2')) out.push(mountPoint);
-  }
+  const out = (await mounts())
+    .filter((m) => m.mountPoint.startsWith(CGROUP_ROOT) && (m.fstype === 'cgroup' || m.fstype === 'cgroup2'))
+    .map((m) => m.mountPoint);
   return [...new Set(out)];
 }
 

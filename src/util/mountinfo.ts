@@ -6,13 +6,27 @@ function unescapeMountPath(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
-/** Mount points of this process's mount namespace, in mount order (later entries stack on earlier). */
-export async function mountPoints(): Promise<string[]> {
+export interface MountEntry {
+  mountPoint: string;
+  fstype: string;
+}
+
+/** Mounts of this process's mount namespace, in mount order (later entries stack on earlier). */
+export async function mounts(): Promise<MountEntry[]> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
   return text
     .split('\n')
     .filter(Boolean)
-    .map((line) => unescapeMountPath(line.split(' ')[4] ?? ''));
+    .map((line) => {
+      // optional fields come before the " - " separator; the filesystem type is the first after it
+      const [left = '', right = ''] = line.split(' - ');
+      return { mountPoint: unescapeMountPath(left.split(' ')[4] ?? ''), fstype: right.split(' ')[0] ?? '' };
+    });
+}
+
+/** Mount points of this process's mount namespace, in mount order. */
+export async function mountPoints(): Promise<string[]> {
+  return (await mounts()).map((m) => m.mountPoint);
 }
 
 /** Whether `path` is a mount point. mountinfo lists canonical paths, so symlinks are resolved first. */
