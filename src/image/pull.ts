@@ -196,13 +196,13 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
       let live: LiveUnpack | undefined;
       try {
         await fetchBlob(job, client, layer.digest, layer.size, p ? (n) => (p.downloaded += n) : undefined, (ing) => {
-          live = unpackGrowingFile(ing.tmp, job.content.path(layer.digest), layer.size, fsDir, diffIds[i], layer.mediaType);
-          const l = live;
-          if (l) ing.watcher = { written: (n) => l.available(n), restarted: () => l.abort() };
+          const l = unpackGrowingFile(ing.tmp, job.content.path(layer.digest), layer.size, fsDir, diffIds[i], layer.mediaType);
+          ing.watcher = { written: (n) => l.available(n), restarted: () => l.abort() };
+          live = l;
         });
       } catch (err) {
         live?.abort();
-        // the worker writes into fsDir, which goes when this throws: let it stop first
+        // the live unpack writes into fsDir, which goes when this throws: let it stop first
         await live?.result.catch(() => undefined);
         throw err;
       }

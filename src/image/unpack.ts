@@ -11,20 +11,18 @@
 //   - the uncompressed stream is hashed and must equal the config's diff_id.
 // Node has no mknod or setxattr, so those few operations are batched into one `sh` run per layer.
 // File system calls are synchronous: a layer is thousands of tiny files, and an async call per step (open,
-// write, chown, chmod, utimes, close) costs a thread-pool round trip each, which dominated pull time. The
-// daemon runs this in a worker thread (unpack-worker.ts), so its event loop is never blocked by it.
+// write, chown, chmod, utimes, close) costs a thread-pool round trip each, which dominated pull time. Each
+// call is short, and the tar stream yields to the event loop between chunks (see withUnpackSlot).
 import { createGunzip } from 'node:zlib';
 import { spawn } from 'node:child_process';
-import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
-import { availableParallelism } from 'node:os';
-import { createReadStream, existsSync, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, rmSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { createReadStream, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, rmSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
-import { invalidArgument, errnoCode, internal, SkiffError, type ErrorKind } from '../errors.js';
+import { invalidArgument, errnoCode, internal } from '../errors.js';
 import { run } from '../util/exec.js';
 import { streamed } from '../util/gc.js';
 
@@ -412,110 +410,92 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
   return { diffId, size: writer.size, skippedDevices: writer.skippedDevices };
 }
 
-/** What the worker posts back: the result, or the error's kind and message. */
-export type UnpackReply = { ok: true; res: UnpackResult } | { ok: false; kind: ErrorKind; message: string };
+const CHUNK = 512 * 1024;
 
-const WORKER = fileURLToPath(new URL('./unpack-worker.js', import.meta.url));
-
-/**
- * Unpacks the layer blob `file` into `dest` in a worker thread: the tar parsing and the synchronous file system
- * calls then run beside the daemon's event loop (and beside other layers' unpacks), never blocking it.
- * Run from TypeScript sources (tests) there is no compiled worker, so it unpacks in this thread instead.
- */
-export async function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
-  if (!existsSync(WORKER)) return unpackLayer(createReadStream(file), dest, expectedDiffId, mediaType);
-  return withWorkerSlot(() => runWorker({ file, dest, expectedDiffId, mediaType }).result);
+/** Unpacks the complete layer blob `file` into `dest`. */
+export function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  return withUnpackSlot(() => unpackLayer(createReadStream(file, { highWaterMark: CHUNK }), dest, expectedDiffId, mediaType));
 }
 
 /** An unpack that follows a blob while it is being downloaded (see unpackGrowingFile). */
 export interface LiveUnpack {
-  /** Tells the worker that the blob's first `n` bytes are in the file. */
+  /** Says the blob's first `n` bytes are in the file. */
   available(n: number): void;
-  /** Stops it (the download restarted or failed); `result` then rejects once the worker has stopped. */
+  /** Stops it (the download restarted or failed); `result` then rejects once the unpack has stopped. */
   abort(): void;
   result: Promise<UnpackResult>;
 }
 
 /**
  * Unpacks a layer blob of `size` bytes while it is still being downloaded into `file` (renamed to
- * `committed` once verified): the worker reads
- * only bytes `available()` said were written, and waits for more. So download and unpack overlap instead of
- * running one after the other. Undefined when running from sources (no compiled worker).
+ * `committed` once verified): only bytes `available()` said were written are read, then it waits for more.
+ * So download and unpack overlap instead of running one after the other.
  */
-export function unpackGrowingFile(file: string, committed: string, size: number, dest: string, expectedDiffId: string, mediaType?: string): LiveUnpack | undefined {
-  if (!existsSync(WORKER)) return undefined;
-  let worker: ReturnType<typeof runWorker> | undefined;
+export function unpackGrowingFile(file: string, committed: string, size: number, dest: string, expectedDiffId: string, mediaType?: string): LiveUnpack {
+  let available = 0;
   let aborted = false;
-  let latest = 0;
-  const result = withWorkerSlot(() => {
-    if (aborted) return Promise.reject(internal('layer unpack aborted'));
-    worker = runWorker({ file, dest, expectedDiffId, mediaType, growing: { size, available: latest, committed } });
-    return worker.result;
+  let wake: (() => void) | undefined;
+  const result = withUnpackSlot(() => {
+    if (aborted) return Promise.reject(internal('layer unpack aborted', { path: dest }));
+    const body = Readable.from(growingFile(), { objectMode: false });
+    return unpackLayer(body, dest, expectedDiffId, mediaType);
   });
   result.catch(() => undefined);
+
+  async function* growingFile(): AsyncGenerator<Buffer> {
+    // an unpack that waited for its slot may find the download already committed (renamed, same inode)
+    const fh = await open(file, 'r').catch((err: unknown) => {
+      if (errnoCode(err) === 'ENOENT') return open(committed, 'r');
+      throw err;
+    });
+    try {
+      let pos = 0;
+      while (pos < size) {
+        // whole chunks only: a read per network packet's worth of bytes cost CPU and made many odd-sized Buffers
+        while (available - pos < Math.min(CHUNK, size - pos) && !aborted) await new Promise<void>((r) => (wake = r));
+        if (aborted) throw internal('the download restarted: unpacking again from the complete blob', { path: dest });
+        const buf = Buffer.allocUnsafe(Math.min(CHUNK, available - pos));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) throw internal(`layer blob ended at byte ${pos} of ${size}`, { path: dest });
+        pos += bytesRead;
+        yield buf.subarray(0, bytesRead);
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
   return {
     available(n) {
-      latest = n;
-      worker?.w.postMessage({ available: n });
+      available = Math.max(available, n);
+      wake?.();
     },
     abort() {
-      // asked, not killed: the worker stops at its next read and exits cleanly, so nothing it started (the
-      // batched mknod/setfattr run) outlives `result`
       aborted = true;
-      worker?.w.postMessage({ abort: true });
+      wake?.();
     },
     result,
   };
 }
 
-/** Each worker is an isolate of its own (~10 MB): no more of them than there are cores to run them. */
-async function withWorkerSlot<T>(fn: () => Promise<T>): Promise<T> {
-  while (activeWorkers >= MAX_WORKERS) await new Promise<void>((r) => workerQueue.push(r));
-  activeWorkers++;
+/**
+ * Unpacks run in the daemon's own thread. They once ran in worker threads, but each worker is an isolate
+ * with its own heap and malloc arena, which grew the daemon by ~50 MB during a pull; here the file system
+ * calls are short (one small file each) and the tar stream yields between chunks, so other calls still get
+ * answers within tens of milliseconds (bench/image-pull.bench.mjs measures it). Inflating runs on libuv's
+ * thread pool either way. Two layers at a time keep the pool busy without holding more buffers than that.
+ */
+const MAX_UNPACKS = 2;
+let activeUnpacks = 0;
+const unpackQueue: (() => void)[] = [];
+
+async function withUnpackSlot<T>(fn: () => Promise<T>): Promise<T> {
+  while (activeUnpacks >= MAX_UNPACKS) await new Promise<void>((r) => unpackQueue.push(r));
+  activeUnpacks++;
   try {
     return await fn();
   } finally {
-    activeWorkers--;
-    workerQueue.shift()?.();
+    activeUnpacks--;
+    unpackQueue.shift()?.();
   }
-}
-
-/** What a worker is given: a blob file, complete or (`growing`) still being written. */
-export interface WorkerJob {
-  file: string;
-  dest: string;
-  expectedDiffId?: string;
-  mediaType?: string;
-  growing?: { size: number; available: number; committed: string };
-}
-
-const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism()));
-let activeWorkers = 0;
-const workerQueue: (() => void)[] = [];
-
-function runWorker(job: WorkerJob): { w: Worker; result: Promise<UnpackResult> } {
-  const dest = job.dest;
-  // small heaps: layer data streams through in chunks, nothing large is ever held
-  const w = new Worker(WORKER, { workerData: job, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 96 } });
-  const result = new Promise<UnpackResult>((resolve, reject) => {
-    let settled = false;
-    w.once('message', (m: UnpackReply) => {
-      settled = true;
-      // the reply is the worker's last word (its mknod/setfattr run has finished): nothing may linger
-      void w.terminate();
-      if (m.ok) resolve(m.res);
-      else reject(new SkiffError(m.kind, m.message, { path: dest }));
-    });
-    w.once('error', (e) => {
-      if (settled) return;
-      settled = true;
-      reject(internal(`layer unpack worker failed: ${e.message}`, { path: dest }, e));
-    });
-    w.once('exit', (code) => {
-      if (settled) return;
-      settled = true;
-      reject(internal(`layer unpack worker exited with code ${code}`, { path: dest }));
-    });
-  });
-  return { w, result };
 }
