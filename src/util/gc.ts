@@ -2,7 +2,10 @@
 // A streamed chunk is a large off-heap Buffer behind a tiny JS object. V8 frees the Buffer only when it
 // collects that object, and tiny objects barely fill the young generation, so hundreds of MB streamed can
 // leave tens of MB of dead Buffers waiting for the external-memory limit to force a GC. A minor GC (a
-// scavenge of the young generation: about a millisecond) every few MB streamed keeps that bounded.
+// scavenge of the young generation: about a millisecond) every few MB streamed keeps that bounded. A Buffer
+// that was in flight across two scavenges (a stream waiting on the network or the disk) has moved to the old
+// generation, where only a full collection frees it: when a scavenge leaves much Buffer memory behind, a
+// full one is started too, incrementally (async), so the event loop is not paused for it.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -23,6 +26,8 @@ function gc(): GcFn | null {
 }
 
 const EVERY_BYTES = 8 * 1024 * 1024;
+/** Buffer memory a scavenge may leave before a full collection is started (measured: pulls peaked ~30 MB). */
+const OLD_BUFFERS_BYTES = 12 * 1024 * 1024;
 
 /** Counts bytes streamed by one thread; scavenges each time another EVERY_BYTES went through. */
 export class StreamedBytes {
@@ -32,7 +37,10 @@ export class StreamedBytes {
     this.pending += n;
     if (this.pending < EVERY_BYTES) return;
     this.pending = 0;
-    gc()?.({ type: 'minor', execution: 'sync' });
+    const collect = gc();
+    if (!collect) return;
+    collect({ type: 'minor', execution: 'sync' });
+    if (process.memoryUsage().arrayBuffers > OLD_BUFFERS_BYTES) collect({ type: 'major', execution: 'async' });
   }
 }
 
@@ -50,5 +58,5 @@ export function baselineWasmOnly(): void {
   }
 }
 
-/** One counter per thread (the daemon's main thread, each unpack worker). */
+/** The daemon's counter (a counter is per thread: each has its own heap to scavenge). */
 export const streamed = new StreamedBytes();
