@@ -69,3 +69,17 @@ export function errnoCode(err: unknown): string | undefined {
   }
   return undefined;
 }
+
+const OUT_OF_RESOURCES = new Set(['ENOSPC', 'EDQUOT', 'EMFILE', 'ENFILE', 'ENOMEM']);
+
+/**
+ * Gives a system call's error (one with an errno code: ENOSPC, EIO, …) a kind: a full disk or exhausted
+ * descriptors are RESOURCE_EXHAUSTED, anything else INTERNAL. Undefined for errors that are not from a
+ * system call, which the caller knows how to classify.
+ */
+export function fromSystemError(err: unknown, what: string, context?: ErrorContext): SkiffError | undefined {
+  const code = errnoCode(err);
+  if (!code || !/^E[A-Z0-9]+$/.test(code)) return undefined;
+  const make = OUT_OF_RESOURCES.has(code) ? resourceExhausted : internal;
+  return make(`${what}: ${errorMessage(err)}`, context, err);
+}

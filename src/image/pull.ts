@@ -207,15 +207,18 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
         throw err;
       }
       if (p) p.state = 'unpacking';
-      let res = live
-        ? await live.result.catch((err: unknown) => {
+      const following = live;
+      let res = following
+        ? await following.result.catch((err: unknown) => {
+            // it read exactly the bytes that verified unless a restart aborted it: a bad layer stays bad
+            if (err instanceof SkiffError && err.kind === 'invalid_argument' && !following.aborted) throw err;
             job.log.info({ layer: layer.digest, err: errorMessage(err) }, 'unpacking while downloading did not complete; unpacking the downloaded blob');
             return undefined;
           })
         : undefined;
       if (!res) {
-        // no live unpack (another pull downloaded it), or it was stopped by a restarted download or failed:
-        // unpack the verified blob from scratch
+        // no live unpack (another pull downloaded it), or it was stopped by a restarted download or failed
+        // for another reason than the layer's content: unpack the verified blob from scratch
         if (live) await emptyDir(fsDir);
         res = await unpackLayerFile(job.content.path(layer.digest), fsDir, diffIds[i], layer.mediaType);
       }

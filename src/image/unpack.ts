@@ -12,23 +12,35 @@
 // Node has no mknod or setxattr, so those few operations are batched into one `sh` run per layer.
 // File system calls are synchronous: a layer is thousands of tiny files, and an async call per step (open,
 // write, chown, chmod, utimes, close) costs a thread-pool round trip each, which dominated pull time. Each
-// call is short, and the tar stream yields to the event loop between chunks (see withUnpackSlot).
+// call is short, and the entry loop yields to the event loop every few hundred entries (see unpackStream).
+// A hostile layer must not grow the daemon without bound: what is kept until the end of a layer (deferred
+// xattr/mknod lines, whiteouts, directories) is charged to a per-layer budget, and xattrs are capped per entry.
 import { createGunzip } from 'node:zlib';
 import { spawn } from 'node:child_process';
-import { open } from 'node:fs/promises';
-import { createReadStream, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, rmSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { createReadStream, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, unlinkSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
-import { invalidArgument, errnoCode, internal } from '../errors.js';
+import { invalidArgument, errnoCode, internal, cancelled, fromSystemError, SkiffError, errorMessage } from '../errors.js';
 import { run } from '../util/exec.js';
 import { streamed } from '../util/gc.js';
+import { Slots } from '../util/slots.js';
 
 const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE = '.wh..wh..opq';
 const IS_ROOT = process.getuid?.() === 0;
+/** Linux's limit for one xattr value (XATTR_SIZE_MAX); an entry's xattrs together get no more. */
+export const MAX_ENTRY_XATTR_BYTES = 64 * 1024;
+/** Memory a layer may keep for work deferred to its end (see LayerWriter): far above any real image's. */
+const DEFERRED_BUDGET_BYTES = 32 * 1024 * 1024;
+/** Rough cost of one kept record (object and Set/array slot) beyond its strings. */
+const RECORD_BYTES = 64;
+/** Entries (or deferred steps) applied between two turns given back to the event loop. */
+const ENTRIES_PER_TURN = 256;
 
 export interface UnpackResult {
   /** sha256 of the uncompressed tar (the layer's diff_id). */
@@ -64,8 +76,8 @@ async function decompress(body: Readable, mediaType?: string): Promise<{ stream:
   }
   const src = new PassThrough();
   src.write(head);
-  body.pipe(src);
-  body.once('error', (e) => src.destroy(e));
+  // pipeline, not pipe: the body may have failed already, between its first chunk and now
+  pipeline(body, src).catch((e: unknown) => src.destroy(e instanceof Error ? e : new Error(String(e))));
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
     // big output chunks: each one is a thread-pool round trip, 16 KiB ones made inflating latency-bound
     const gunzip = createGunzip({ chunkSize: 256 * 1024 });
@@ -122,9 +134,44 @@ function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * Directories of the layer known to be real directories created or checked by us (relative paths), indexed
+ * by parent so that forgetting a replaced directory's subtree costs that subtree, not every known directory.
+ */
+class SafeDirs {
+  private readonly children = new Map<string, Set<string>>();
+  private readonly known = new Set<string>(['']);
+
+  has(rel: string): boolean {
+    return this.known.has(rel);
+  }
+
+  add(rel: string): void {
+    if (this.known.has(rel)) return;
+    this.known.add(rel);
+    const parent = parentOf(rel);
+    let siblings = this.children.get(parent);
+    if (!siblings) this.children.set(parent, (siblings = new Set()));
+    siblings.add(rel);
+  }
+
+  /** Forgets rel and everything known below it. */
+  removeTree(rel: string): void {
+    this.children.get(parentOf(rel))?.delete(rel);
+    const stack = [rel];
+    for (let d = stack.pop(); d !== undefined; d = stack.pop()) {
+      this.known.delete(d);
+      const below = this.children.get(d);
+      if (below) {
+        stack.push(...below);
+        this.children.delete(d);
+      }
+    }
+  }
+}
+
 class LayerWriter {
-  /** Directories inside dest known to be real directories created or checked by us (relative paths). */
-  private readonly safeDirs = new Set<string>(['']);
+  private readonly safeDirs = new SafeDirs();
   private readonly dirTimes: { rel: string; mtime: Date }[] = [];
   /**
    * Shell lines for mknod/setfattr, run once at the end. `dir` must still be a real directory of the layer
@@ -135,8 +182,28 @@ class LayerWriter {
   private readonly whiteouts = new Set<string>();
   readonly skippedDevices: string[] = [];
   size = 0;
+  private deferredBytes = 0;
 
   constructor(private readonly dest: string) {}
+
+  /** Charges memory kept until the layer ends; refuses the layer once over the budget. */
+  private keep(chars: number): void {
+    this.deferredBytes += chars + RECORD_BYTES;
+    if (this.deferredBytes > DEFERRED_BUDGET_BYTES) {
+      throw invalidArgument(`layer needs more than ${DEFERRED_BUDGET_BYTES >> 20} MiB for its directories, whiteouts, xattrs and device nodes (the budget for one layer): refused`, { path: this.dest });
+    }
+  }
+
+  private addSafeDir(rel: string): void {
+    if (this.safeDirs.has(rel)) return;
+    this.keep(rel.length);
+    this.safeDirs.add(rel);
+  }
+
+  private defer(dir: string, line: string): void {
+    this.keep(dir.length + line.length);
+    this.special.push({ dir, line });
+  }
 
   private abs(rel: string): string {
     return rel === '' ? this.dest : join(this.dest, rel);
@@ -151,23 +218,28 @@ class LayerWriter {
       const st = lstatOrUndefined(this.abs(rel));
       if (st?.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
       if (st?.isDirectory()) {
-        this.safeDirs.add(rel);
+        this.addSafeDir(rel);
         continue;
       }
-      if (st) rmSync(this.abs(rel), { force: true });
+      if (st) unlinkSync(this.abs(rel));
       // parent with no tar entry of its own: created with docker's defaults
       mkdirSync(this.abs(rel), { mode: 0o755 });
-      this.safeDirs.add(rel);
+      this.addSafeDir(rel);
     }
   }
 
   /** Removes whatever is at rel unless both are directories. */
-  private clearFor(rel: string, isDir: boolean): boolean {
+  private async clearFor(rel: string, isDir: boolean): Promise<boolean> {
     const st = lstatOrUndefined(this.abs(rel));
     if (!st) return false;
-    if (isDir && st.isDirectory()) return true;
-    rmSync(this.abs(rel), { recursive: true, force: true });
-    for (const d of this.safeDirs) if (d === rel || d.startsWith(`${rel}/`)) this.safeDirs.delete(d);
+    if (!st.isDirectory()) {
+      unlinkSync(this.abs(rel));
+      return false;
+    }
+    if (isDir) return true;
+    // a whole tree (the layer may have put many files there): removed asynchronously, not in one long call
+    await rm(this.abs(rel), { recursive: true, force: true });
+    this.safeDirs.removeTree(rel);
     return false;
   }
 
@@ -186,7 +258,7 @@ class LayerWriter {
       fd = openSync(path, 'wx', 0o600);
     } catch (err) {
       if (errnoCode(err) !== 'EEXIST') throw err;
-      this.clearFor(rel, false);
+      await this.clearFor(rel, false);
       fd = openSync(path, 'wx', 0o600);
     }
     try {
@@ -208,12 +280,16 @@ class LayerWriter {
   private xattrs(rel: string, h: Headers): void {
     const pax = (h as Headers & { pax?: Record<string, string> }).pax;
     if (!pax) return;
+    let bytes = 0;
     for (const [k, v] of Object.entries(pax)) {
       if (!k.startsWith('SCHILY.xattr.')) continue;
       const name = k.slice('SCHILY.xattr.'.length);
       // overlay's own xattrs inside a layer would let it forge whiteouts/redirects: never applied
       if (name.startsWith('trusted.overlay.')) continue;
-      this.special.push({ dir: parentOf(rel), line: `setfattr -h -n ${shq(name)} -v 0x${Buffer.from(v, 'latin1').toString('hex')} -- ${shq(this.abs(rel))} 2>/dev/null || true` });
+      const value = Buffer.from(v, 'latin1');
+      bytes += name.length + value.length;
+      if (bytes > MAX_ENTRY_XATTR_BYTES) throw invalidArgument(`layer entry "${h.name}" has more than ${MAX_ENTRY_XATTR_BYTES} bytes of xattrs, more than Linux stores: refused`);
+      this.defer(parentOf(rel), `setfattr -h -n ${shq(name)} -v 0x${value.toString('hex')} -- ${shq(this.abs(rel))} 2>/dev/null || true`);
     }
   }
 
@@ -229,14 +305,18 @@ class LayerWriter {
     const parentRel = parts.slice(0, -1).join('/');
     if (base === OPAQUE) {
       body.resume();
-      this.special.push({ dir: parentRel, line: this.opaqueLine(parentRel) });
+      this.defer(parentRel, this.opaqueLine(parentRel));
       return;
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {
       body.resume();
       // Same-layer entries are never hidden by a whiteout (it applies to lower layers only), whatever the
       // order of entries: so nothing is removed here, see finish().
-      if (base.length > WHITEOUT_PREFIX.length) this.whiteouts.add([...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/'));
+      const hidden = [...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/');
+      if (base.length > WHITEOUT_PREFIX.length && !this.whiteouts.has(hidden)) {
+        this.keep(hidden.length);
+        this.whiteouts.add(hidden);
+      }
       return;
     }
     const rel = parts.join('/');
@@ -245,9 +325,10 @@ class LayerWriter {
       case 'directory': {
         body.resume();
         // try first, look only on EEXIST: most entries are new paths
-        if (!tryCreate(() => mkdirSync(path, { mode: 0o700 })) && !this.clearFor(rel, true)) mkdirSync(path, { mode: 0o700 });
-        this.safeDirs.add(rel);
+        if (!tryCreate(() => mkdirSync(path, { mode: 0o700 })) && !(await this.clearFor(rel, true))) mkdirSync(path, { mode: 0o700 });
+        this.addSafeDir(rel);
         this.meta(path, h, false);
+        this.keep(rel.length);
         this.dirTimes.push({ rel, mtime: h.mtime ?? new Date(0) });
         break;
       }
@@ -262,7 +343,7 @@ class LayerWriter {
         body.resume();
         // the target is stored as-is: it is only resolved inside the container's mount namespace
         if (!tryCreate(() => symlinkSync(h.linkname ?? '', path))) {
-          this.clearFor(rel, false);
+          await this.clearFor(rel, false);
           symlinkSync(h.linkname ?? '', path);
         }
         this.meta(path, h, true);
@@ -278,7 +359,7 @@ class LayerWriter {
         if (!st) throw invalidArgument(`layer hardlink "${h.name}" points at "${h.linkname}", which is not in this layer`);
         if (st.isDirectory()) throw invalidArgument(`layer hardlink "${h.name}" points at a directory`);
         if (tpath === path) break;
-        this.clearFor(rel, false);
+        await this.clearFor(rel, false);
         linkSync(tpath, path);
         break;
       }
@@ -286,13 +367,10 @@ class LayerWriter {
       case 'block-device':
       case 'fifo': {
         body.resume();
-        this.clearFor(rel, false);
+        await this.clearFor(rel, false);
         const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
         const mode = ((h.mode ?? 0o644) & 0o7777).toString(8);
-        this.special.push({
-          dir: parentRel,
-          line: `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`,
-        });
+        this.defer(parentRel, `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`);
         break;
       }
       default:
@@ -325,8 +403,13 @@ class LayerWriter {
   async finish(): Promise<void> {
     const cache = new Map<string, boolean>();
     const lines: string[] = [];
-    for (const op of this.special) if (this.realDir(op.dir, cache)) lines.push(op.line);
+    let steps = 0;
+    for (const op of this.special) {
+      if (++steps % ENTRIES_PER_TURN === 0) await nextTurn();
+      if (this.realDir(op.dir, cache)) lines.push(op.line);
+    }
     for (const rel of this.whiteouts) {
+      if (++steps % ENTRIES_PER_TURN === 0) await nextTurn();
       if (!this.realDir(parentOf(rel), cache)) continue;
       const st = lstatOrUndefined(this.abs(rel));
       // nothing of this layer there: an overlay whiteout; a directory of this layer replaces the lower one
@@ -343,6 +426,7 @@ class LayerWriter {
     }
     // directory mtimes last: creating their children changed them
     for (const d of this.dirTimes.reverse()) {
+      if (++steps % ENTRIES_PER_TURN === 0) await nextTurn();
       if (this.realDir(d.rel, cache)) lutimesSync(this.abs(d.rel), d.mtime, d.mtime);
     }
   }
@@ -376,6 +460,29 @@ function parentOf(rel: string): string {
 
 /** Unpacks a (possibly compressed) layer stream into the empty directory `dest`. */
 export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  let readError: unknown;
+  const onReadError = (e: unknown) => (readError ??= e);
+  body.on('error', onReadError);
+  try {
+    return await unpackStream(body, dest, expectedDiffId, mediaType);
+  } catch (err) {
+    // a piped source is only unpiped when the pipeline fails: destroy it, or its file stays open
+    body.destroy();
+    throw classify(err, readError, dest);
+  } finally {
+    body.off('error', onReadError);
+  }
+}
+
+/** What kind a failed unpack is: the blob could not be read, the disk failed or filled up, or the layer is bad. */
+function classify(err: unknown, readError: unknown, dest: string): SkiffError {
+  if (err instanceof SkiffError) return err;
+  if (readError !== undefined && err === readError) return fromSystemError(err, 'reading the layer blob failed', { path: dest }) ?? internal(`reading the layer blob failed: ${errorMessage(err)}`, { path: dest }, err);
+  // tar-stream's and zlib's errors carry no errno code (zlib's are Z_*): the layer's data is at fault
+  return fromSystemError(err, 'writing the layer failed', { path: dest }) ?? invalidArgument(`layer is not a valid tar stream: ${errorMessage(err)}`, { path: dest }, err);
+}
+
+async function unpackStream(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
   const { stream, done } = await decompress(body, mediaType);
   const hash = createHash('sha256');
   const hasher = new Transform({
@@ -388,8 +495,11 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
   const writer = new LayerWriter(dest);
   const ex = tarExtract();
   const consume = (async () => {
+    let entries = 0;
     for await (const entry of ex) {
       await writer.entry(entry.header, entry as unknown as Readable);
+      // a chunk in memory can hold a thousand entries, applied without a turn given back otherwise
+      if (++entries % ENTRIES_PER_TURN === 0) await nextTurn();
     }
   })();
   // hash everything, including the tar padding after the last entry
@@ -399,7 +509,6 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
   } catch (err) {
     stream.destroy();
     ex.destroy();
-    if (err instanceof Error && !(err as { kind?: string }).kind) throw invalidArgument(`layer is not a valid tar stream: ${err.message}`, {}, err);
     throw err;
   }
   await writer.finish();
@@ -412,17 +521,29 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
 
 const CHUNK = 512 * 1024;
 
+/**
+ * Unpacks run in the daemon's own thread. They once ran in worker threads, but each worker is an isolate
+ * with its own heap and malloc arena, which grew the daemon by ~50 MB during a pull; here the file system
+ * calls are short (one small file each) and the entry loop yields every few hundred entries, so other calls
+ * still get answers within tens of milliseconds (bench/image-pull.bench.mjs measures it). Inflating runs on
+ * libuv's thread pool either way. Two layers at a time keep the pool busy without holding more buffers than
+ * that; a layer waiting for its download's next bytes gives its slot up meanwhile.
+ */
+const unpackSlots = new Slots(2);
+
 /** Unpacks the complete layer blob `file` into `dest`. */
 export function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
-  return withUnpackSlot(() => unpackLayer(createReadStream(file, { highWaterMark: CHUNK }), dest, expectedDiffId, mediaType));
+  return unpackSlots.run(() => unpackLayer(createReadStream(file, { highWaterMark: CHUNK }), dest, expectedDiffId, mediaType));
 }
 
 /** An unpack that follows a blob while it is being downloaded (see unpackGrowingFile). */
 export interface LiveUnpack {
   /** Says the blob's first `n` bytes are in the file. */
   available(n: number): void;
-  /** Stops it (the download restarted or failed); `result` then rejects once the unpack has stopped. */
+  /** Stops it (the download restarted or failed); `result` then rejects (CANCELLED) once the unpack has stopped. */
   abort(): void;
+  /** Whether abort() was called: what it read may then not be the verified blob. */
+  readonly aborted: boolean;
   result: Promise<UnpackResult>;
 }
 
@@ -433,27 +554,31 @@ export interface LiveUnpack {
  */
 export function unpackGrowingFile(file: string, committed: string, size: number, dest: string, expectedDiffId: string, mediaType?: string): LiveUnpack {
   let available = 0;
-  let aborted = false;
   let wake: (() => void) | undefined;
-  const result = withUnpackSlot(() => {
-    if (aborted) return Promise.reject(internal('layer unpack aborted', { path: dest }));
-    const body = Readable.from(growingFile(), { objectMode: false });
-    return unpackLayer(body, dest, expectedDiffId, mediaType);
-  });
+  const stop = new AbortController();
+  const result = unpackLayer(Readable.from(growingFile(), { objectMode: false }), dest, expectedDiffId, mediaType);
   result.catch(() => undefined);
 
   async function* growingFile(): AsyncGenerator<Buffer> {
-    // an unpack that waited for its slot may find the download already committed (renamed, same inode)
-    const fh = await open(file, 'r').catch((err: unknown) => {
-      if (errnoCode(err) === 'ENOENT') return open(committed, 'r');
-      throw err;
-    });
+    let holdsSlot = false;
+    let fh: Awaited<ReturnType<typeof open>> | undefined;
     try {
       let pos = 0;
       while (pos < size) {
         // whole chunks only: a read per network packet's worth of bytes cost CPU and made many odd-sized Buffers
-        while (available - pos < Math.min(CHUNK, size - pos) && !aborted) await new Promise<void>((r) => (wake = r));
-        if (aborted) throw internal('the download restarted: unpacking again from the complete blob', { path: dest });
+        while (available - pos < Math.min(CHUNK, size - pos) && !stop.signal.aborted) {
+          if (holdsSlot) unpackSlots.release();
+          holdsSlot = false;
+          await new Promise<void>((r) => (wake = r));
+        }
+        stop.signal.throwIfAborted();
+        if (!holdsSlot) await unpackSlots.acquire(stop.signal);
+        holdsSlot = true;
+        // the download may have been committed (renamed, same inode) before the first bytes were read
+        fh ??= await open(file, 'r').catch((err: unknown) => {
+          if (errnoCode(err) === 'ENOENT') return open(committed, 'r');
+          throw err;
+        });
         const buf = Buffer.allocUnsafe(Math.min(CHUNK, available - pos));
         const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
         if (bytesRead === 0) throw internal(`layer blob ended at byte ${pos} of ${size}`, { path: dest });
@@ -461,7 +586,8 @@ export function unpackGrowingFile(file: string, committed: string, size: number,
         yield buf.subarray(0, bytesRead);
       }
     } finally {
-      await fh.close();
+      if (holdsSlot) unpackSlots.release();
+      await fh?.close();
     }
   }
 
@@ -471,31 +597,12 @@ export function unpackGrowingFile(file: string, committed: string, size: number,
       wake?.();
     },
     abort() {
-      aborted = true;
+      stop.abort(cancelled('the download stopped or restarted: this unpack of it was abandoned', { path: dest }));
       wake?.();
+    },
+    get aborted() {
+      return stop.signal.aborted;
     },
     result,
   };
-}
-
-/**
- * Unpacks run in the daemon's own thread. They once ran in worker threads, but each worker is an isolate
- * with its own heap and malloc arena, which grew the daemon by ~50 MB during a pull; here the file system
- * calls are short (one small file each) and the tar stream yields between chunks, so other calls still get
- * answers within tens of milliseconds (bench/image-pull.bench.mjs measures it). Inflating runs on libuv's
- * thread pool either way. Two layers at a time keep the pool busy without holding more buffers than that.
- */
-const MAX_UNPACKS = 2;
-let activeUnpacks = 0;
-const unpackQueue: (() => void)[] = [];
-
-async function withUnpackSlot<T>(fn: () => Promise<T>): Promise<T> {
-  while (activeUnpacks >= MAX_UNPACKS) await new Promise<void>((r) => unpackQueue.push(r));
-  activeUnpacks++;
-  try {
-    return await fn();
-  } finally {
-    activeUnpacks--;
-    unpackQueue.shift()?.();
-  }
 }

@@ -1,12 +1,14 @@
 // Layer unpacking against a hostile corpus built with tar-stream: every escape attempt must leave nothing
 // outside the layer directory. Runs as root (device nodes, overlay whiteouts).
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { mkdtemp, mkdir, readdir, readFile, lstat, readlink, rm, stat } from 'node:fs/promises';
+import { mkdtemp, mkdir, readdir, readFile, lstat, readlink, rm, stat, writeFile, appendFile, rename } from 'node:fs/promises';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { spawnSync } from 'node:child_process';
-import { unpackLayer, cleanPath } from '../../src/image/unpack.js';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { unpackLayer, unpackLayerFile, unpackGrowingFile, cleanPath, MAX_ENTRY_XATTR_BYTES } from '../../src/image/unpack.js';
 import { tarOf, layerFromTar, type LayerEntry, type Compression } from '../helpers/images.js';
 
 let base: string;
@@ -173,5 +175,125 @@ describe('deferred operations never follow a symlink that replaced a parent late
     expect(await readlink(join(dest, 'a'))).toBe(outside);
     expect(await everythingUnder(outside)).toEqual([]);
     expect(spawnSync('getfattr', ['-d', '-m', '-', outside], { encoding: 'utf8' }).stdout).toBe('');
+  });
+});
+
+describe('hostile layers stay bounded', () => {
+  const kind = (k: string): unknown => expect.objectContaining({ kind: k });
+
+  it('refuses an entry whose xattrs are larger than Linux allows', async () => {
+    const many: Record<string, string> = {};
+    for (let i = 0; i < 100; i++) many[`SCHILY.xattr.user.x${i}`] = 'v'.repeat(1024);
+    await expect(apply([{ name: 'f', content: 'x', pax: many }])).rejects.toEqual(kind('invalid_argument'));
+    await expect(apply([{ name: 'g', content: 'x', pax: { 'SCHILY.xattr.user.big': 'v'.repeat(MAX_ENTRY_XATTR_BYTES + 1) } }])).rejects.toEqual(kind('invalid_argument'));
+  });
+
+  it('refuses a layer whose deferred work (xattrs, whiteouts, directories) would grow without bound', async () => {
+    // each entry is within the per-entry limit; together they are far over the layer's budget
+    const entries: LayerEntry[] = [];
+    const value = 'v'.repeat(MAX_ENTRY_XATTR_BYTES - 100);
+    for (let i = 0; i < 600; i++) entries.push({ name: `f${i}`, content: '', pax: { 'SCHILY.xattr.user.big': value } });
+    await expect(apply(entries)).rejects.toThrow(/budget|too much/);
+  });
+
+  it('gives the event loop turns while it applies a layer of many small entries', async () => {
+    const entries: LayerEntry[] = [{ name: 'gone/', type: 'directory' }];
+    for (let i = 0; i < 4000; i++) entries.push({ name: `gone/f${i}`, content: '' });
+    entries.push({ name: 'gone', content: 'now a file' }); // replaces the directory and its 4000 files
+    for (let i = 0; i < 12000; i++) entries.push({ name: `d${i % 50}/f${i}`, content: '' });
+    const tar = await tarOf(entries);
+    let turns = 0;
+    let stop = false;
+    const spin = (async () => {
+      while (!stop) {
+        await nextTurn();
+        turns++;
+      }
+    })();
+    // one in-memory chunk: without yields the whole layer would be applied in a single turn
+    const res = await unpackLayer(Readable.from([tar]), dest);
+    stop = true;
+    await spin;
+    expect(res.diffId).toMatch(/^sha256:/);
+    expect(await readFile(join(dest, 'gone'), 'utf8')).toBe('now a file');
+    expect((await readdir(join(dest, 'd49'))).length).toBe(240);
+    expect(turns).toBeGreaterThan(20);
+  });
+});
+
+describe('failures say what kind they are and release what they hold', () => {
+  it('a failed unpack closes the layer blob it was reading', async () => {
+    const tar = await tarOf([{ name: 'a', content: 'a' }, { name: 'b', type: 'link', linkname: 'missing' }, { name: 'c', content: 'x'.repeat(4 << 20) }]);
+    const blobPath = join(base, 'blob');
+    await writeFile(blobPath, tar);
+    const openOnBlob = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`) === blobPath; } catch { return false; } });
+    await expect(unpackLayerFile(blobPath, dest)).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument' }));
+    // closing is asynchronous: give it a moment, never forever
+    for (let i = 0; i < 50 && openOnBlob().length > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(openOnBlob()).toEqual([]);
+  });
+
+  it('a full disk is RESOURCE_EXHAUSTED, and a blob that cannot be read is INTERNAL, not a bad layer', async () => {
+    const small = join(base, 'small');
+    await mkdir(small);
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small]).status).toBe(0);
+    try {
+      const tar = await tarOf([{ name: 'big', content: Buffer.alloc(2 << 20, 1) }]);
+      await expect(unpackLayer(Readable.from([tar]), small)).rejects.toEqual(expect.objectContaining({ kind: 'resource_exhausted' }));
+    } finally {
+      spawnSync('umount', [small]);
+    }
+    const eio = () => Object.assign(new Error('read failed'), { code: 'EIO', syscall: 'read' });
+    const failsAtOnce = new Readable({ read() { this.destroy(eio()); } });
+    await expect(unpackLayer(failsAtOnce, dest)).rejects.toEqual(expect.objectContaining({ kind: 'internal' }));
+    const tar = await tarOf([{ name: 'a', content: 'x'.repeat(100_000) }]);
+    let sent = false;
+    const failsLater = new Readable({ read() { if (sent) this.destroy(eio()); else { sent = true; this.push(tar.subarray(0, 2048)); } } });
+    await expect(unpackLayer(failsLater, join(base, 'layer'))).rejects.toEqual(expect.objectContaining({ kind: 'internal' }));
+  });
+});
+
+describe('unpacking a blob while it downloads', () => {
+  async function layerFile(n: number) {
+    const tar = await tarOf(Array.from({ length: n }, (_, i) => ({ name: `f${i}`, content: `file ${i}`.repeat(50) })));
+    return layerFromTar(tar, 'gzip');
+  }
+
+  it('follows the file as bytes are announced, across the rename that commits it', async () => {
+    const l = await layerFile(3000);
+    const tmp = join(base, 'ingest');
+    const committed = join(base, 'committed');
+    await writeFile(tmp, '');
+    const live = unpackGrowingFile(tmp, committed, l.size, dest, l.diffId, l.mediaType);
+    const step = 64 * 1024;
+    for (let off = 0; off < l.size; off += step) {
+      await appendFile(tmp, l.data.subarray(off, off + step));
+      live.available(Math.min(off + step, l.size));
+      await nextTurn();
+      if (off === step * 2) await rename(tmp, committed);
+    }
+    const res = await live.result;
+    expect(res.diffId).toBe(l.diffId);
+    expect(await readFile(join(dest, 'f2999'), 'utf8')).toBe('file 2999'.repeat(50));
+  });
+
+  it('an abort ends it at once, and unpacks waiting for bytes do not hold up others', async () => {
+    const l = await layerFile(200);
+    const stalled = [0, 1, 2].map((i) => {
+      const tmp = join(base, `stalled${i}`);
+      return { tmp, dest: join(base, `sdest${i}`) };
+    });
+    for (const s of stalled) {
+      await writeFile(s.tmp, l.data.subarray(0, 100));
+      await mkdir(s.dest);
+    }
+    const lives = stalled.map((s) => unpackGrowingFile(s.tmp, `${s.tmp}.done`, l.size, s.dest, l.diffId, l.mediaType));
+    lives.forEach((lv) => lv.available(100));
+    const blobPath = join(base, 'complete');
+    await writeFile(blobPath, l.data);
+    // with slots held by stalled downloads this would wait forever
+    expect((await unpackLayerFile(blobPath, dest, l.diffId, l.mediaType)).diffId).toBe(l.diffId);
+    for (const lv of lives) lv.abort();
+    for (const lv of lives) await expect(lv.result).rejects.toEqual(expect.objectContaining({ kind: 'cancelled' }));
   });
 });
