@@ -4,12 +4,15 @@
 // leave tens of MB of dead Buffers waiting for the external-memory limit to force a GC. A minor GC (a
 // scavenge of the young generation: about a millisecond) every few MB streamed keeps that bounded. A Buffer
 // that was in flight across two scavenges (a stream waiting on the network or the disk) has moved to the old
-// generation, where only a full collection frees it: when a scavenge leaves much Buffer memory behind, a
-// full one is started too, incrementally (async), so the event loop is not paused for it.
+// generation, where only a full collection frees it. So when Buffer memory has grown well past what the last
+// full collection left, another is requested: V8 runs it as a separate task (`execution: 'async'`), a
+// complete stop-the-world collection of a small heap (a few ms here), after the current stream callback
+// rather than inside it. At most one is pending, and at most one per MAJOR_EVERY_BYTES streamed, so other
+// users of Buffers (ExecSync output, concurrent pulls) cannot make every scavenge a full collection.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
-type GcFn = (opts: { type: 'minor' | 'major'; execution: 'sync' | 'async' }) => void;
+type GcFn = (opts: { type: 'minor' | 'major'; execution: 'sync' | 'async' }) => Promise<void> | undefined;
 
 let gcFn: GcFn | null | undefined;
 
@@ -26,21 +29,39 @@ function gc(): GcFn | null {
 }
 
 const EVERY_BYTES = 8 * 1024 * 1024;
-/** Buffer memory a scavenge may leave before a full collection is started (measured: pulls peaked ~30 MB). */
-const OLD_BUFFERS_BYTES = 12 * 1024 * 1024;
+/** Growth of Buffer memory over the lowest level since the last full collection that asks for another. */
+const GROWTH_BYTES = 12 * 1024 * 1024;
+/** Bytes streamed between two full collections, at least. */
+const MAJOR_EVERY_BYTES = 32 * 1024 * 1024;
 
 /** Counts bytes streamed by one thread; scavenges each time another EVERY_BYTES went through. */
 export class StreamedBytes {
   private pending = 0;
+  private sinceMajor = 0;
+  private majorPending = false;
+  /** Lowest Buffer memory seen since the last full collection ended. */
+  private low = 0;
 
   add(n: number): void {
     this.pending += n;
     if (this.pending < EVERY_BYTES) return;
+    this.sinceMajor += this.pending;
     this.pending = 0;
     const collect = gc();
     if (!collect) return;
-    collect({ type: 'minor', execution: 'sync' });
-    if (process.memoryUsage().arrayBuffers > OLD_BUFFERS_BYTES) collect({ type: 'major', execution: 'async' });
+    void collect({ type: 'minor', execution: 'sync' });
+    const buffers = process.memoryUsage().arrayBuffers;
+    this.low = Math.min(this.low, buffers);
+    if (this.majorPending || this.sinceMajor < MAJOR_EVERY_BYTES || buffers < this.low + GROWTH_BYTES) return;
+    this.majorPending = true;
+    this.sinceMajor = 0;
+    const settle = () => {
+      this.majorPending = false;
+      this.low = process.memoryUsage().arrayBuffers;
+    };
+    const done = collect({ type: 'major', execution: 'async' });
+    if (done) void done.then(settle, settle);
+    else settle();
   }
 }
 
