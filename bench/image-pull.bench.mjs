@@ -20,7 +20,7 @@ import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
-import { sleep, waitFor, median, unmountBelow } from './lib.mjs';
+import { sleep, waitFor, median, unmountBelow, skiffCommand } from './lib.mjs';
 
 const REPO = resolve(import.meta.dirname, '..');
 const DIR = process.env.SKIFF_BENCH_DIR ?? '/var/tmp/skiff-bench-images';
@@ -210,8 +210,9 @@ async function startSkiff() {
   await freshFs(dir);
   await writeFile(join(dir, 'config.toml'), '');
   const socket = join(dir, 'skiff.sock');
-  // bin/skiff itself, as a node's service would run it: its shebang gives node the daemon's heap flags
-  const p = start(join(REPO, 'bin/skiff'), ['daemon', '--config', join(dir, 'config.toml'), '--root', join(dir, 'root'), '--state', join(dir, 'state'), '--socket', socket, '--log-level', 'warn'], join(dir, 'daemon.log'));
+  // with the node flags of bin/skiff's shebang (the daemon's heap settings), as a node's service runs it
+  const skiff = skiffCommand(REPO);
+  const p = start(skiff.cmd, [...skiff.args, 'daemon', '--config', join(dir, 'config.toml'), '--root', join(dir, 'root'), '--state', join(dir, 'state'), '--socket', socket, '--log-level', 'warn'], join(dir, 'daemon.log'));
   await waitFor('skiff daemon', async () => (await stat(socket)).isSocket());
   return { name: 'skiff', pid: p.pid, socket, root: join(dir, 'root') };
 }
@@ -298,13 +299,18 @@ async function pullOnce(client, rt, image) {
   const cpu0 = cpuSeconds(rt.pid);
   const sys0 = sysSeconds(rt.pid);
   const stopProbe = probeLatency(client, runtimeCall);
-  const t0 = performance.now();
-  const res = await imageCall(client, 'PullImage', { image: { image } }, 0);
-  const ms = performance.now() - t0;
-  const lag = await stopProbe();
+  let res, ms, lag;
+  try {
+    const t0 = performance.now();
+    res = await imageCall(client, 'PullImage', { image: { image } }, 0);
+    ms = performance.now() - t0;
+  } finally {
+    // also when the pull failed: no probe or sampler left running behind the error
+    lag = await stopProbe().catch(() => NaN);
+    clearInterval(sampler);
+  }
   const cpu = cpuSeconds(rt.pid) - cpu0;
   const sys = sysSeconds(rt.pid) - sys0;
-  clearInterval(sampler);
   peak = Math.max(peak, procStatus(rt.pid, 'VmHWM'));
   if (!res.image_ref) throw new Error(`${rt.name}: PullImage returned no image_ref`);
   return { ms, peak, cpu, sys, lag };
@@ -342,10 +348,16 @@ async function main() {
   log(`image: ${img.layers.length} gzip layers, ${mb(compressed)} compressed, ${mb(unpacked)} unpacked, ${files} files`);
   const reg = await startRegistry(img);
   const { connect } = await import(join(REPO, 'dist/cli/client.js'));
-  const runtimes = [await startSkiff(), await startContainerd(reg.host)];
-  const clients = new Map(runtimes.map((rt) => [rt.name, connect(rt.socket, 60_000)]));
-  const results = new Map(runtimes.map((rt) => [rt.name, []]));
+  const runtimes = [];
+  const clients = new Map();
+  const results = new Map();
   try {
+    // started inside the try: a daemon that fails to start still gets its mounts and file system removed
+    runtimes.push(await startSkiff(), await startContainerd(reg.host));
+    for (const rt of runtimes) {
+      clients.set(rt.name, connect(rt.socket, 60_000));
+      results.set(rt.name, []);
+    }
     for (let round = 0; round < ROUNDS; round++) {
       // alternate who goes first so neither always pulls on a machine the other just loaded
       const order = round % 2 ? [...runtimes].reverse() : runtimes;
@@ -359,7 +371,7 @@ async function main() {
     for (const c of clients.values()) c.close();
     await stopAll();
     // the daemons leave mounts (skiff's pod dir, containerd's snapshots): keep the rootfs and image cache only
-    for (const rt of runtimes) await removeDir(join(DIR, rt.name));
+    for (const name of ['skiff', 'containerd']) await removeDir(join(DIR, name));
   }
   const s = results.get('skiff');
   const c = results.get('containerd');

@@ -1,6 +1,8 @@
 // Small helpers the benchmarks share (not a bench itself: the runner only picks up *.bench.mjs).
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -39,8 +41,18 @@ export async function unmountBelow(dir) {
   const mounts = (await readFile('/proc/self/mounts', 'utf8'))
     .split('\n')
     .map((l) => l.split(' ')[1])
-    .filter((m) => m && m.startsWith(dir))
+    .filter((m) => m && (m === dir || m.startsWith(`${dir}/`)))
     .sort()
     .reverse();
   for (const m of mounts) quiet('umount', ['-l', m]);
+}
+
+/**
+ * The command that runs bin/skiff under this node with the node flags of bin/skiff's shebang (the daemon's
+ * heap settings), so a bench measures the daemon as installed without depending on which node PATH finds.
+ */
+export function skiffCommand(repo, extraNodeArgs = []) {
+  const bin = join(repo, 'bin/skiff');
+  const flags = readFileSync(bin, 'utf8').split('\n')[0].split(/\s+/).filter((a) => a.startsWith('--'));
+  return { cmd: process.execPath, args: [...flags, ...extraNodeArgs, bin] };
 }

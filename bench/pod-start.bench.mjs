@@ -14,7 +14,7 @@ import { openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { sh, quiet, sleep, waitFor, median, unmountBelow } from './lib.mjs';
+import { sh, quiet, sleep, waitFor, median, unmountBelow, skiffCommand } from './lib.mjs';
 
 export const description = 'RunPodSandbox -> container Running (median of N sequential pods) and memory with N pods: skiff vs containerd';
 
@@ -120,10 +120,9 @@ export async function run({ root, args }) {
     const skLog = openSync(join(dir, 'skiff.log'), 'w');
     // SKIFF_BENCH_LOG_LEVEL=debug shows the daemon's phase timings in skiff.log (keep it with SKIFF_BENCH_KEEP=1);
     // SKIFF_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") goes to the daemon's node
-    // --max-semi-space-size as bin/skiff's shebang runs the daemon
-    const nodeArgs = ['--max-semi-space-size=2', ...(process.env.SKIFF_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)];
+    const skiffCmd = skiffCommand(root, (process.env.SKIFF_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean));
     const logLevel = process.env.SKIFF_BENCH_LOG_LEVEL ?? 'warn';
-    const skProc = spawn(process.execPath, [...nodeArgs, join(root, 'bin/skiff'), 'daemon', '--config', join(dir, 'skiff.toml'), '--root', join(sk, 'root'), '--state', join(sk, 'state'), '--socket', skSock, '--log-level', logLevel], { stdio: ['ignore', skLog, skLog], detached: true });
+    const skProc = spawn(skiffCmd.cmd, [...skiffCmd.args, 'daemon', '--config', join(dir, 'skiff.toml'), '--root', join(sk, 'root'), '--state', join(sk, 'state'), '--socket', skSock, '--log-level', logLevel], { stdio: ['ignore', skLog, skLog], detached: true });
     children.push(skProc);
 
     // containerd, with its own config, root, state and socket
