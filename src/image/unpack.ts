@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { extract as tarExtract, type Header as Headers } from 'tar-stream';
+import { extract as tarExtract, pack as tarPack, type Header as Headers } from 'tar-stream';
 import { invalidArgument, errnoCode, internal, cancelled, fromSystemError, SkiffError, errorMessage } from '../errors.js';
 import { run } from '../util/exec.js';
 import { streamed } from '../util/gc.js';
@@ -39,8 +39,10 @@ export const MAX_ENTRY_XATTR_BYTES = 64 * 1024;
 const DEFERRED_BUDGET_BYTES = 32 * 1024 * 1024;
 /** Rough cost of one kept record (object and Set/array slot) beyond its strings. */
 const RECORD_BYTES = 64;
-/** Entries (or deferred steps) applied between two turns given back to the event loop. */
-const ENTRIES_PER_TURN = 256;
+/** Whiteouts, opaque markers, device nodes and xattrs a layer may leave for its end (each is a syscall then). */
+export const MAX_DEFERRED_OPS = 65_536;
+/** Linux's PATH_MAX: a longer name could never be created, and would make path handling costly. */
+const MAX_NAME_BYTES = 4096;
 
 export interface UnpackResult {
   /** sha256 of the uncompressed tar (the layer's diff_id). */
@@ -67,8 +69,11 @@ export function cleanPath(name: string): string[] {
  * gzip layer typed as plain tar, or zstd typed as gzip, still unpacks. A layer typed zstd (OCI `+zstd` or
  * Docker's `.tar.zstd`) must start with zstd's magic: it is refused otherwise.
  */
-async function decompress(body: Readable, mediaType?: string): Promise<{ stream: Readable; done: Promise<void> }> {
+async function decompress(body: Readable, mediaType?: string): Promise<{ stream: Readable; done: Promise<void>; stop: () => void }> {
   const head = await firstChunk(body);
+  // it may have failed or closed since its first chunk, before anyone listened (see unpackLayer's listener)
+  if (body.errored) throw body.errored;
+  if (body.destroyed && !body.readableEnded) throw internal('the layer blob stream closed before its end');
   const isZstd = head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528;
   if (mediaType && /[+.]zstd$/.test(mediaType) && !isZstd) {
     body.destroy();
@@ -76,14 +81,15 @@ async function decompress(body: Readable, mediaType?: string): Promise<{ stream:
   }
   const src = new PassThrough();
   src.write(head);
-  // pipeline, not pipe: the body may have failed already, between its first chunk and now
-  pipeline(body, src).catch((e: unknown) => src.destroy(e instanceof Error ? e : new Error(String(e))));
+  // pipe, not pipeline: a failure downstream must not come back as an error of the body (a read error)
+  body.pipe(src);
+  body.on('error', (e) => src.destroy(e));
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
     // big output chunks: each one is a thread-pool round trip, 16 KiB ones made inflating latency-bound
     const gunzip = createGunzip({ chunkSize: 256 * 1024 });
     src.pipe(gunzip);
     src.once('error', (e) => gunzip.destroy(e));
-    return { stream: gunzip, done: Promise.resolve() };
+    return { stream: gunzip, done: Promise.resolve(), stop: () => src.destroy() };
   }
   if (isZstd) {
     // Node 20's zlib has no zstd; Debian's zstd streams at ~230 MB/s
@@ -98,9 +104,16 @@ async function decompress(body: Readable, mediaType?: string): Promise<{ stream:
       child.once('exit', (code) => (code === 0 ? resolve() : reject(invalidArgument(`zstd layer could not be decompressed: ${err.trim() || `exit ${code}`}`))));
     });
     done.catch(() => undefined);
-    return { stream: child.stdout, done };
+    return {
+      stream: child.stdout,
+      done,
+      stop: () => {
+        src.destroy();
+        child.kill('SIGKILL');
+      },
+    };
   }
-  return { stream: src, done: Promise.resolve() };
+  return { stream: src, done: Promise.resolve(), stop: () => src.destroy() };
 }
 
 function firstChunk(body: Readable): Promise<Buffer> {
@@ -163,26 +176,51 @@ class SafeDirs {
       this.known.delete(d);
       const below = this.children.get(d);
       if (below) {
-        stack.push(...below);
+        // one by one: spreading a huge directory's children as arguments overflows the stack
+        for (const child of below) stack.push(child);
         this.children.delete(d);
       }
     }
   }
 }
 
+/**
+ * Gives the event loop a turn every few hundred steps or every 10 ms, whichever comes first: a chunk in
+ * memory can hold a thousand entries, and some entries (deep paths) cost far more than others.
+ */
+class Turns {
+  private steps = 0;
+  private since = performance.now();
+
+  async step(): Promise<void> {
+    if (++this.steps < 256 && performance.now() - this.since < 10) return;
+    await nextTurn();
+    this.steps = 0;
+    this.since = performance.now();
+  }
+}
+
+/** Work left for the end of a layer; `dir` must then still be a real directory of the layer. */
+type Deferred =
+  | { kind: 'xattr'; dir: string; rel: string; name: string; value: Buffer }
+  | { kind: 'opaque'; dir: string; rel: string }
+  | { kind: 'device'; dir: string; rel: string; line: string };
+
 class LayerWriter {
   private readonly safeDirs = new SafeDirs();
   private readonly dirTimes: { rel: string; mtime: Date }[] = [];
   /**
-   * Shell lines for mknod/setfattr, run once at the end. `dir` must still be a real directory of the layer
-   * then (a later entry may have replaced it, or a parent, with a symlink): otherwise the line is dropped.
+   * xattrs, opaque markers and device nodes (Node has no setxattr or mknod), applied at the end in a few
+   * batched commands. A later entry may have replaced an op's directory (or a parent) with a symlink: the
+   * op is then dropped, never applied through it.
    */
-  private readonly special: { dir: string; line: string }[] = [];
+  private readonly deferred: Deferred[] = [];
   /** Paths whited out by this layer; applied at the end since they only hide what lower layers have. */
   private readonly whiteouts = new Set<string>();
   readonly skippedDevices: string[] = [];
   size = 0;
   private deferredBytes = 0;
+  private deferredOps = 0;
 
   constructor(private readonly dest: string) {}
 
@@ -200,9 +238,14 @@ class LayerWriter {
     this.safeDirs.add(rel);
   }
 
-  private defer(dir: string, line: string): void {
-    this.keep(dir.length + line.length);
-    this.special.push({ dir, line });
+  private countOp(): void {
+    if (++this.deferredOps > MAX_DEFERRED_OPS) throw invalidArgument(`layer has more than ${MAX_DEFERRED_OPS} whiteouts, opaque markers, device nodes and xattrs: refused`, { path: this.dest });
+  }
+
+  private defer(op: Deferred): void {
+    this.countOp();
+    this.keep(op.dir.length + op.rel.length + (op.kind === 'xattr' ? op.name.length + op.value.length : op.kind === 'device' ? op.line.length : 0));
+    this.deferred.push(op);
   }
 
   private abs(rel: string): string {
@@ -211,10 +254,13 @@ class LayerWriter {
 
   /** Makes sure every parent of `parts` is a real directory of this layer; refuses symlinked parents. */
   private ensureParents(parts: string[], original: string): void {
-    let rel = '';
-    for (const p of parts.slice(0, -1)) {
-      rel = rel === '' ? p : `${rel}/${p}`;
-      if (this.safeDirs.has(rel)) continue;
+    const depth = parts.length - 1;
+    const prefixes: string[] = [];
+    for (let i = 0; i < depth; i++) prefixes.push(i === 0 ? parts[0] : `${prefixes[i - 1]}/${parts[i]}`);
+    // a known directory's parents are all known: start below the deepest known one (usually the parent)
+    let start = depth;
+    while (start > 0 && !this.safeDirs.has(prefixes[start - 1])) start--;
+    for (const rel of prefixes.slice(start)) {
       const st = lstatOrUndefined(this.abs(rel));
       if (st?.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
       if (st?.isDirectory()) {
@@ -289,11 +335,14 @@ class LayerWriter {
       const value = Buffer.from(v, 'latin1');
       bytes += name.length + value.length;
       if (bytes > MAX_ENTRY_XATTR_BYTES) throw invalidArgument(`layer entry "${h.name}" has more than ${MAX_ENTRY_XATTR_BYTES} bytes of xattrs, more than Linux stores: refused`);
-      this.defer(parentOf(rel), `setfattr -h -n ${shq(name)} -v 0x${value.toString('hex')} -- ${shq(this.abs(rel))} 2>/dev/null || true`);
+      this.defer({ kind: 'xattr', dir: parentOf(rel), rel, name, value });
     }
   }
 
   async entry(h: Headers, body: Readable): Promise<void> {
+    for (const name of [h.name, h.linkname ?? '']) {
+      if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw invalidArgument(`layer entry name or link target is over ${MAX_NAME_BYTES} bytes (PATH_MAX): "${name.slice(0, 100)}…"`);
+    }
     const parts = cleanPath(h.name);
     if (parts.length === 0) {
       // the layer's root itself ("./"): nothing to create
@@ -305,7 +354,7 @@ class LayerWriter {
     const parentRel = parts.slice(0, -1).join('/');
     if (base === OPAQUE) {
       body.resume();
-      this.defer(parentRel, this.opaqueLine(parentRel));
+      this.defer({ kind: 'opaque', dir: parentRel, rel: parentRel });
       return;
     }
     if (base.startsWith(WHITEOUT_PREFIX)) {
@@ -314,6 +363,7 @@ class LayerWriter {
       // order of entries: so nothing is removed here, see finish().
       const hidden = [...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/');
       if (base.length > WHITEOUT_PREFIX.length && !this.whiteouts.has(hidden)) {
+        this.countOp();
         this.keep(hidden.length);
         this.whiteouts.add(hidden);
       }
@@ -370,7 +420,7 @@ class LayerWriter {
         await this.clearFor(rel, false);
         const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
         const mode = ((h.mode ?? 0o644) & 0o7777).toString(8);
-        this.defer(parentRel, `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`);
+        this.defer({ kind: 'device', dir: parentRel, rel, line: `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi` });
         break;
       }
       default:
@@ -379,10 +429,6 @@ class LayerWriter {
         return;
     }
     this.xattrs(rel, h);
-  }
-
-  private opaqueLine(rel: string): string {
-    return `setfattr -n trusted.overlay.opaque -v y -- ${shq(this.abs(rel))} || echo FAIL ${shq(rel)}`;
   }
 
   /** Whether rel and all its parents are still real directories (not symlinks) of this layer. */
@@ -402,34 +448,80 @@ class LayerWriter {
 
   async finish(): Promise<void> {
     const cache = new Map<string, boolean>();
-    const lines: string[] = [];
-    let steps = 0;
-    for (const op of this.special) {
-      if (++steps % ENTRIES_PER_TURN === 0) await nextTurn();
-      if (this.realDir(op.dir, cache)) lines.push(op.line);
+    const turns = new Turns();
+    const whiteouts: string[] = [];
+    const opaque: string[] = [];
+    const xattrs: { rel: string; name: string; value: Buffer }[] = [];
+    const devices: string[] = [];
+    for (const op of this.deferred) {
+      await turns.step();
+      if (!this.realDir(op.dir, cache)) continue;
+      if (op.kind === 'xattr') xattrs.push(op);
+      else if (op.kind === 'opaque') opaque.push(op.rel);
+      else devices.push(op.line);
     }
     for (const rel of this.whiteouts) {
-      if (++steps % ENTRIES_PER_TURN === 0) await nextTurn();
+      await turns.step();
       if (!this.realDir(parentOf(rel), cache)) continue;
       const st = lstatOrUndefined(this.abs(rel));
       // nothing of this layer there: an overlay whiteout; a directory of this layer replaces the lower one
       // entirely, so it is opaque; a file of this layer simply replaces the lower entry
-      if (!st) lines.push(`mknod -- ${shq(this.abs(rel))} c 0 0 || echo FAIL ${shq(rel)}`);
-      else if (st.isDirectory()) lines.push(this.opaqueLine(rel));
+      if (!st) whiteouts.push(rel);
+      else if (st.isDirectory()) opaque.push(rel);
     }
-    if (lines.length > 0) {
-      const res = await run('sh', ['-s'], { input: lines.join('\n') + '\n', timeoutMs: 120_000 });
-      for (const line of res.stdout.split('\n')) {
-        if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
-        if (line.startsWith('FAIL ')) throw internal(`could not create the overlay whiteout or opaque marker for "${line.slice(5)}": ${res.stderr.trim().slice(0, 300)}`);
-      }
+    await this.createWhiteouts(whiteouts);
+    const opaqueFailed = await this.setXattrs(opaque.map((rel) => ({ rel, name: 'trusted.overlay.opaque', value: Buffer.from('y') })));
+    if (opaqueFailed) throw internal(`could not mark directories opaque (trusted.overlay.opaque): ${opaqueFailed}`, { path: this.dest });
+    // as tar and containerd do: an xattr the file system refuses (security.* under a policy, user.* on a symlink) is skipped
+    await this.setXattrs(xattrs);
+    if (devices.length > 0) {
+      const res = await run('sh', ['-s'], { input: devices.join('\n') + '\n', timeoutMs: 120_000 + 5 * devices.length });
+      for (const line of res.stdout.split('\n')) if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
     }
     // directory mtimes last: creating their children changed them
     for (const d of this.dirTimes.reverse()) {
-      if (++steps % ENTRIES_PER_TURN === 0) await nextTurn();
+      await turns.step();
       if (this.realDir(d.rel, cache)) lutimesSync(this.abs(d.rel), d.mtime, d.mtime);
     }
   }
+
+  /** Overlay whiteouts (0/0 character devices), all in one `tar -x`: a process per mknod cost ~1.5 ms each. */
+  private async createWhiteouts(rels: string[]): Promise<void> {
+    if (rels.length === 0) return;
+    const pack = tarPack();
+    const chunks: Buffer[] = [];
+    pack.on('data', (c: unknown) => {
+      chunks.push(c as Buffer);
+    });
+    const ended = new Promise<void>((resolve, reject) => {
+      pack.once('end', resolve);
+      pack.once('error', reject);
+    });
+    const mtime = new Date(0);
+    for (const rel of rels) pack.entry({ name: rel, type: 'character-device', devmajor: 0, devminor: 0, mode: 0o600, uid: 0, gid: 0, mtime });
+    pack.finalize();
+    await ended;
+    const res = await run('tar', ['-x', '-f', '-', '-C', this.dest], { input: Buffer.concat(chunks), timeoutMs: 120_000 + 5 * rels.length });
+    if (res.code !== 0) throw internal(`could not create ${rels.length} overlay whiteouts: ${(res.stderr.trim() || `tar exit ${res.code ?? res.signal}`).slice(0, 300)}`, { path: this.dest });
+  }
+
+  /**
+   * Sets xattrs with one `setfattr --restore` (getfattr's dump format; -h: a symlink's own xattrs, never its
+   * target's). Returns setfattr's complaint when any failed, '' when all were set.
+   */
+  private async setXattrs(attrs: { rel: string; name: string; value: Buffer }[]): Promise<string> {
+    if (attrs.length === 0) return '';
+    const dump = attrs.map((a) => `# file: ${dumpQuote(Buffer.from(this.abs(a.rel)))}\n${dumpQuote(Buffer.from(a.name))}=0x${a.value.toString('hex')}\n\n`).join('');
+    const res = await run('setfattr', ['-h', '--restore=-'], { input: dump, timeoutMs: 120_000 + attrs.length });
+    return res.code === 0 ? '' : (res.stderr.trim() || `setfattr exit ${res.code ?? res.signal}`).slice(0, 300);
+  }
+}
+
+/** Quotes a name for getfattr's dump format: control bytes, space, "=", backslash and non-ASCII as \ooo. */
+function dumpQuote(b: Buffer): string {
+  let out = '';
+  for (const c of b) out += c <= 0x20 || c === 0x3d || c === 0x5c || c >= 0x7f ? `\\${c.toString(8).padStart(3, '0')}` : String.fromCharCode(c);
+  return out;
 }
 
 /** Runs a create call; false when something already exists at the path (EEXIST), other errors thrown. */
@@ -460,6 +552,7 @@ function parentOf(rel: string): string {
 
 /** Unpacks a (possibly compressed) layer stream into the empty directory `dest`. */
 export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+  // only the body's own failures: nothing downstream is piped back into it
   let readError: unknown;
   const onReadError = (e: unknown) => (readError ??= e);
   body.on('error', onReadError);
@@ -474,16 +567,31 @@ export async function unpackLayer(body: Readable, dest: string, expectedDiffId?:
   }
 }
 
-/** What kind a failed unpack is: the blob could not be read, the disk failed or filled up, or the layer is bad. */
+/** errno codes that say the host's disk or setup failed, not that the layer asked for something impossible. */
+const HOST_FAULTS = new Set(['EIO', 'EROFS', 'EACCES', 'EPERM', 'EBADF', 'EUCLEAN', 'ESTALE', 'ENXIO', 'ENODEV']);
+
+/**
+ * What kind a failed unpack is: the blob could not be read (INTERNAL, or CANCELLED when its download was
+ * abandoned), the disk filled up (RESOURCE_EXHAUSTED) or failed (INTERNAL), or the layer is bad
+ * (INVALID_ARGUMENT: not a tar, or names and links the file system cannot take).
+ */
 function classify(err: unknown, readError: unknown, dest: string): SkiffError {
+  const ctx = { path: dest };
+  // a failed read surfaces downstream as something else (a truncated tar, zstd killed): the read decides
+  if (readError !== undefined) {
+    if (readError instanceof SkiffError) return readError;
+    return fromSystemError(readError, 'reading the layer blob failed', ctx) ?? internal(`reading the layer blob failed: ${errorMessage(readError)}`, ctx, readError);
+  }
   if (err instanceof SkiffError) return err;
-  if (readError !== undefined && err === readError) return fromSystemError(err, 'reading the layer blob failed', { path: dest }) ?? internal(`reading the layer blob failed: ${errorMessage(err)}`, { path: dest }, err);
+  const sys = fromSystemError(err, 'writing the layer failed', ctx);
+  if (sys && (sys.kind === 'resource_exhausted' || HOST_FAULTS.has(errnoCode(err) ?? ''))) return sys;
+  if (sys) return invalidArgument(`layer cannot be applied: ${errorMessage(err)}`, ctx, err);
   // tar-stream's and zlib's errors carry no errno code (zlib's are Z_*): the layer's data is at fault
-  return fromSystemError(err, 'writing the layer failed', { path: dest }) ?? invalidArgument(`layer is not a valid tar stream: ${errorMessage(err)}`, { path: dest }, err);
+  return invalidArgument(`layer is not a valid tar stream: ${errorMessage(err)}`, ctx, err);
 }
 
 async function unpackStream(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
-  const { stream, done } = await decompress(body, mediaType);
+  const { stream, done, stop } = await decompress(body, mediaType);
   const hash = createHash('sha256');
   const hasher = new Transform({
     transform(chunk: Buffer, _e, cb) {
@@ -495,11 +603,10 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
   const writer = new LayerWriter(dest);
   const ex = tarExtract();
   const consume = (async () => {
-    let entries = 0;
+    const turns = new Turns();
     for await (const entry of ex) {
       await writer.entry(entry.header, entry as unknown as Readable);
-      // a chunk in memory can hold a thousand entries, applied without a turn given back otherwise
-      if (++entries % ENTRIES_PER_TURN === 0) await nextTurn();
+      await turns.step();
     }
   })();
   // hash everything, including the tar padding after the last entry
@@ -507,8 +614,12 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
   try {
     await Promise.all([piped, consume, done]);
   } catch (err) {
+    stop();
     stream.destroy();
     ex.destroy();
+    // the entry loop may be inside an await (removing a replaced tree): once this rejects, the caller may
+    // empty the directory and unpack into it again, so nothing of this unpack may still be writing there
+    await Promise.allSettled([consume, done]);
     throw err;
   }
   await writer.finish();
@@ -555,9 +666,15 @@ export interface LiveUnpack {
 export function unpackGrowingFile(file: string, committed: string, size: number, dest: string, expectedDiffId: string, mediaType?: string): LiveUnpack {
   let available = 0;
   let wake: (() => void) | undefined;
+  let abandoned = false;
   const stop = new AbortController();
+  const stopReading = (reason: SkiffError) => {
+    stop.abort(reason);
+    wake?.();
+  };
   const result = unpackLayer(Readable.from(growingFile(), { objectMode: false }), dest, expectedDiffId, mediaType);
-  result.catch(() => undefined);
+  // a failed unpack must not keep waiting for bytes (and then take a slot to read a chunk nobody wants)
+  result.catch(() => stopReading(cancelled('the layer unpack failed', { path: dest })));
 
   async function* growingFile(): AsyncGenerator<Buffer> {
     let holdsSlot = false;
@@ -597,11 +714,11 @@ export function unpackGrowingFile(file: string, committed: string, size: number,
       wake?.();
     },
     abort() {
-      stop.abort(cancelled('the download stopped or restarted: this unpack of it was abandoned', { path: dest }));
-      wake?.();
+      abandoned = true;
+      stopReading(cancelled('the download stopped or restarted: this unpack of it was abandoned', { path: dest }));
     },
     get aborted() {
-      return stop.signal.aborted;
+      return abandoned;
     },
     result,
   };

@@ -2,13 +2,14 @@
 // outside the layer directory. Runs as root (device nodes, overlay whiteouts).
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
 import { mkdtemp, mkdir, readdir, readFile, lstat, readlink, rm, stat, writeFile, appendFile, rename } from 'node:fs/promises';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync, existsSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { spawnSync } from 'node:child_process';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { unpackLayer, unpackLayerFile, unpackGrowingFile, cleanPath, MAX_ENTRY_XATTR_BYTES } from '../../src/image/unpack.js';
+import { randomBytes } from 'node:crypto';
+import { unpackLayer, unpackLayerFile, unpackGrowingFile, cleanPath, MAX_ENTRY_XATTR_BYTES, MAX_DEFERRED_OPS } from '../../src/image/unpack.js';
 import { tarOf, layerFromTar, type LayerEntry, type Compression } from '../helpers/images.js';
 
 let base: string;
@@ -196,10 +197,43 @@ describe('hostile layers stay bounded', () => {
     await expect(apply(entries)).rejects.toThrow(/budget|too much/);
   });
 
+  it('replaces a directory of many files with a file', async () => {
+    const entries: LayerEntry[] = [{ name: 'gone/', type: 'directory' }, { name: 'gone/sub/', type: 'directory' }];
+    for (let i = 0; i < 3000; i++) entries.push({ name: `gone/sub/f${i}`, content: '' });
+    entries.push({ name: 'gone', content: 'now a file' }, { name: 'gone2/sub/x', content: 'y' });
+    await apply(entries);
+    expect(await readFile(join(dest, 'gone'), 'utf8')).toBe('now a file');
+    expect(await everythingUnder(dest)).toEqual(['gone', 'gone2', 'gone2/sub', 'gone2/sub/x']);
+  });
+
+  it('handles deep paths in linear time and refuses names longer than PATH_MAX', async () => {
+    const deep = Array.from({ length: 1000 }, () => 'd').join('/');
+    const entries: LayerEntry[] = Array.from({ length: 2000 }, (_, i) => ({ name: `${deep}/f${i}`, content: '' }));
+    await apply(entries);
+    expect((await readdir(join(dest, deep))).length).toBe(2000);
+    await expect(apply([{ name: `${'x/'.repeat(2100)}f`, content: '' }])).rejects.toEqual(kind('invalid_argument'));
+  });
+
+  it('refuses more whiteouts, device nodes and xattrs than a layer may defer', async () => {
+    const entries: LayerEntry[] = Array.from({ length: MAX_DEFERRED_OPS + 1 }, (_, i) => ({ name: `w/.wh.${i}`, content: '' }));
+    await expect(apply(entries)).rejects.toThrow(/more than .* whiteouts/);
+  });
+
+  it('creates many whiteouts in one go', async () => {
+    const entries: LayerEntry[] = Array.from({ length: 3000 }, (_, i) => ({ name: `w/.wh.${i}`, content: '' }));
+    entries.push({ name: 'x/f', content: 'x', pax: { 'SCHILY.xattr.user.a': 'A', 'SCHILY.xattr.user.b': '\n=\\ odd' } }, { name: 'x/.wh..wh..opq', content: '' });
+    await apply(entries);
+    const st = await lstat(join(dest, 'w/2999'));
+    expect(st.isCharacterDevice() && st.rdev === 0).toBe(true);
+    expect((await readdir(join(dest, 'w'))).length).toBe(3000);
+    const attrs = spawnSync('getfattr', ['-d', '-e', 'hex', join(dest, 'x/f')], { encoding: 'utf8' }).stdout;
+    expect(attrs).toContain('user.a=0x41');
+    expect(attrs).toContain(`user.b=0x${Buffer.from('\n=\\ odd').toString('hex')}`);
+    expect(spawnSync('getfattr', ['-n', 'trusted.overlay.opaque', '--only-values', join(dest, 'x')], { encoding: 'utf8' }).stdout).toBe('y');
+  });
+
   it('gives the event loop turns while it applies a layer of many small entries', async () => {
-    const entries: LayerEntry[] = [{ name: 'gone/', type: 'directory' }];
-    for (let i = 0; i < 4000; i++) entries.push({ name: `gone/f${i}`, content: '' });
-    entries.push({ name: 'gone', content: 'now a file' }); // replaces the directory and its 4000 files
+    const entries: LayerEntry[] = [];
     for (let i = 0; i < 12000; i++) entries.push({ name: `d${i % 50}/f${i}`, content: '' });
     const tar = await tarOf(entries);
     let turns = 0;
@@ -215,13 +249,50 @@ describe('hostile layers stay bounded', () => {
     stop = true;
     await spin;
     expect(res.diffId).toMatch(/^sha256:/);
-    expect(await readFile(join(dest, 'gone'), 'utf8')).toBe('now a file');
     expect((await readdir(join(dest, 'd49'))).length).toBe(240);
     expect(turns).toBeGreaterThan(20);
   });
 });
 
 describe('failures say what kind they are and release what they hold', () => {
+  it('nothing is written into the layer after the unpack has failed', async () => {
+    const files = 6_000;
+    const entries: LayerEntry[] = [{ name: 'big/', type: 'directory' }];
+    for (let i = 0; i < files; i++) entries.push({ name: `big/f${i}`, content: '' });
+    entries.push({ name: 'big', content: 'replaced' }, { name: 'after', content: 'x' });
+    const tar = await tarOf(entries);
+    let pushed = false;
+    const body = new Readable({ read() { if (!pushed) { pushed = true; this.push(tar.subarray(0, tar.length - 2048)); } } });
+    const result = unpackLayer(body, dest);
+    result.catch(() => undefined);
+    // the body fails while the entry that replaces big/ is removing that tree
+    while (!existsSync(join(dest, `big/f${files - 1}`))) await new Promise((r) => setTimeout(r, 1));
+    const sample = Array.from({ length: 100 }, (_, i) => join(dest, `big/f${i * 100}`));
+    while (sample.every((p) => existsSync(p))) await nextTurn();
+    body.destroy(Object.assign(new Error('read failed'), { code: 'EIO' }));
+    await expect(result).rejects.toEqual(expect.objectContaining({ kind: 'internal' }));
+    // looked at synchronously: a listing that takes its time would race the very writes it looks for
+    const big = () => {
+      const st = lstatSync(join(dest, 'big'), { throwIfNoEntry: false });
+      return st ? (st.isDirectory() ? 'directory' : `file of ${st.size} bytes`) : 'nothing';
+    };
+    const atFailure = big();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(big()).toBe(atFailure);
+  });
+
+  it('a name the file system cannot take is a bad layer, not an internal error', async () => {
+    await expect(apply([{ name: 'n'.repeat(300), content: '' }])).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument' }));
+    await expect(apply([{ name: 's', type: 'symlink', linkname: '' }])).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument' }));
+  });
+
+  it('a zstd layer whose blob cannot be read is INTERNAL', async () => {
+    const l = layerFromTar(await tarOf([{ name: 'a', content: Buffer.alloc(1 << 20, 7) }]), 'zstd');
+    let sent = false;
+    const body = new Readable({ read() { if (sent) this.destroy(Object.assign(new Error('read failed'), { code: 'EIO' })); else { sent = true; this.push(l.data.subarray(0, 64)); } } });
+    await expect(unpackLayer(body, dest, l.diffId, l.mediaType)).rejects.toEqual(expect.objectContaining({ kind: 'internal' }));
+  });
+
   it('a failed unpack closes the layer blob it was reading', async () => {
     const tar = await tarOf([{ name: 'a', content: 'a' }, { name: 'b', type: 'link', linkname: 'missing' }, { name: 'c', content: 'x'.repeat(4 << 20) }]);
     const blobPath = join(base, 'blob');
@@ -278,17 +349,22 @@ describe('unpacking a blob while it downloads', () => {
   });
 
   it('an abort ends it at once, and unpacks waiting for bytes do not hold up others', async () => {
-    const l = await layerFile(200);
+    // incompressible: the blob spans several 512 KiB chunks, and each stalled unpack has applied its first
+    const l = layerFromTar(await tarOf([{ name: 'noise', content: randomBytes(3 << 20) }]), 'gzip');
+    const firstChunk = 512 * 1024;
     const stalled = [0, 1, 2].map((i) => {
       const tmp = join(base, `stalled${i}`);
       return { tmp, dest: join(base, `sdest${i}`) };
     });
     for (const s of stalled) {
-      await writeFile(s.tmp, l.data.subarray(0, 100));
+      await writeFile(s.tmp, l.data.subarray(0, firstChunk + 100));
       await mkdir(s.dest);
     }
     const lives = stalled.map((s) => unpackGrowingFile(s.tmp, `${s.tmp}.done`, l.size, s.dest, l.diffId, l.mediaType));
-    lives.forEach((lv) => lv.available(100));
+    lives.forEach((lv) => lv.available(firstChunk + 100));
+    // each has read its first chunk and is waiting for the next
+    for (let i = 0; i < 50 && !(await Promise.all(stalled.map((s) => readdir(s.dest)))).every((d) => d.includes('noise')); i++) await new Promise((r) => setTimeout(r, 20));
+    expect((await Promise.all(stalled.map((s) => readdir(s.dest)))).every((d) => d.includes('noise'))).toBe(true);
     const blobPath = join(base, 'complete');
     await writeFile(blobPath, l.data);
     // with slots held by stalled downloads this would wait forever
