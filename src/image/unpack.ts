@@ -9,12 +9,14 @@
 //     land at `dest/x`), a path through a symlink created by this layer is refused, and hardlinks may only
 //     point at files inside the layer;
 //   - the uncompressed stream is hashed and must equal the config's diff_id.
-// Node has no mknod or setxattr, so those few operations are batched into one `sh` run per layer.
+// Node has no mknod or setxattr: those operations are batched at the end of a layer into one `tar -x` (whiteouts),
+// `setfattr --restore` (xattrs, opaque markers) and `sh` (device nodes) run each.
 // File system calls are synchronous: a layer is thousands of tiny files, and an async call per step (open,
 // write, chown, chmod, utimes, close) costs a thread-pool round trip each, which dominated pull time. Each
-// call is short, and the entry loop yields to the event loop every few hundred entries (see unpackStream).
+// call is short, and the entry loop yields to the event loop every few hundred entries or 10 ms (see Turns).
 // A hostile layer must not grow the daemon without bound: what is kept until the end of a layer (deferred
-// xattr/mknod lines, whiteouts, directories) is charged to a per-layer budget, and xattrs are capped per entry.
+// xattrs and device nodes, whiteouts, directories) is charged to a per-layer budget, deferred operations are
+// counted, names are capped at PATH_MAX and xattrs per entry at XATTR_SIZE_MAX.
 import { createGunzip } from 'node:zlib';
 import { spawn } from 'node:child_process';
 import { open, rm } from 'node:fs/promises';
