@@ -45,6 +45,13 @@ const RECORD_BYTES = 64;
 export const MAX_DEFERRED_OPS = 65_536;
 /** Linux's PATH_MAX: a longer name could never be created, and would make path handling costly. */
 const MAX_NAME_BYTES = 4096;
+/**
+ * A pax header's size and records. Real ones hold a path, a link target, times and a few xattrs; tar-stream
+ * copies a global header's records into every entry that has its own, so big ones cost per entry.
+ */
+const MAX_PAX_BYTES = 256 * 1024;
+const MAX_PAX_RECORDS = 512;
+const XATTR_KEY = 'SCHILY.xattr.';
 
 export interface UnpackResult {
   /** sha256 of the uncompressed tar (the layer's diff_id). */
@@ -143,6 +150,55 @@ function firstChunk(body: Readable): Promise<Buffer> {
     body.once('end', onEnd);
     body.once('error', onError);
   });
+}
+
+/** The xattrs of each pax header object tar-stream hands out (header.pax), as raw bytes. */
+const rawXattrs = new WeakMap<object, Map<string, Buffer>>();
+
+/** Parses pax records ("<len> key=value\n"), keeping values as bytes; refuses oversized headers. */
+function paxXattrs(buf: Buffer): Map<string, Buffer> {
+  if (buf.length > MAX_PAX_BYTES) throw invalidArgument(`layer has a pax header of ${buf.length} bytes (the limit is ${MAX_PAX_BYTES}): refused`);
+  const out = new Map<string, Buffer>();
+  let records = 0;
+  for (let pos = 0; pos < buf.length; ) {
+    if (++records > MAX_PAX_RECORDS) throw invalidArgument(`layer has a pax header with more than ${MAX_PAX_RECORDS} records: refused`);
+    const space = buf.indexOf(0x20, pos);
+    const len = space < 0 ? 0 : Number(buf.toString('latin1', pos, space));
+    // malformed records: tar-stream stops at the same point, so nothing after it applies
+    if (!Number.isInteger(len) || len <= space - pos || pos + len > buf.length) break;
+    const eq = buf.indexOf(0x3d, space + 1);
+    if (eq < 0 || eq >= pos + len) break;
+    const key = buf.toString('utf8', space + 1, eq);
+    if (key.startsWith(XATTR_KEY)) out.set(key.slice(XATTR_KEY.length), buf.subarray(eq + 1, pos + len - 1));
+    pos += len;
+  }
+  return out;
+}
+
+/** tar-stream's internals this module reaches into (tar-stream 3; see keepRawXattrs). */
+interface ExtractInternals {
+  _decodeLongHeader(buf: Buffer): void;
+  _header: { type?: string | null } | null;
+  _pax: object | null;
+}
+
+/**
+ * tar-stream decodes pax values as UTF-8, which mangles binary xattrs: a file capability's bytes over 0x7f
+ * became U+FFFD, i.e. other (wider) capabilities. This decodes each pax header's xattrs again from its raw
+ * bytes, keyed by the header object tar-stream attaches to the entry, with a global header's merged in
+ * where tar-stream merges them (entries that have a header of their own).
+ */
+function keepRawXattrs(ex: object): void {
+  const inner = ex as ExtractInternals;
+  const decode = inner._decodeLongHeader.bind(inner);
+  let globalXattrs = new Map<string, Buffer>();
+  inner._decodeLongHeader = (buf: Buffer) => {
+    const type = inner._header?.type;
+    const raw = type === 'pax-header' || type === 'pax-global-header' ? paxXattrs(buf) : undefined;
+    decode(buf);
+    if (type === 'pax-global-header' && raw) globalXattrs = raw;
+    else if (type === 'pax-header' && raw && inner._pax) rawXattrs.set(inner._pax, new Map([...globalXattrs, ...raw]));
+  };
 }
 
 function shq(s: string): string {
@@ -326,17 +382,15 @@ class LayerWriter {
   }
 
   private xattrs(rel: string, h: Headers): void {
-    const pax = (h as Headers & { pax?: Record<string, string> }).pax;
-    if (!pax) return;
+    const pax = (h as Headers & { pax?: object }).pax;
+    const attrs = pax && rawXattrs.get(pax);
+    if (!attrs) return;
     let bytes = 0;
-    for (const [k, v] of Object.entries(pax)) {
-      if (!k.startsWith('SCHILY.xattr.')) continue;
-      const name = k.slice('SCHILY.xattr.'.length);
+    for (const [name, value] of attrs) {
+      bytes += name.length + value.length;
+      if (bytes > MAX_ENTRY_XATTR_BYTES) throw invalidArgument(`layer entry "${h.name.slice(0, 200)}" has more than ${MAX_ENTRY_XATTR_BYTES} bytes of xattrs, more than Linux stores: refused`);
       // overlay's own xattrs inside a layer would let it forge whiteouts/redirects: never applied
       if (name.startsWith('trusted.overlay.')) continue;
-      const value = Buffer.from(v, 'latin1');
-      bytes += name.length + value.length;
-      if (bytes > MAX_ENTRY_XATTR_BYTES) throw invalidArgument(`layer entry "${h.name}" has more than ${MAX_ENTRY_XATTR_BYTES} bytes of xattrs, more than Linux stores: refused`);
       this.defer({ kind: 'xattr', dir: parentOf(rel), rel, name, value });
     }
   }
@@ -363,7 +417,10 @@ class LayerWriter {
       body.resume();
       // Same-layer entries are never hidden by a whiteout (it applies to lower layers only), whatever the
       // order of entries: so nothing is removed here, see finish().
-      const hidden = [...parts.slice(0, -1), base.slice(WHITEOUT_PREFIX.length)].join('/');
+      const name = base.slice(WHITEOUT_PREFIX.length);
+      // ".wh.." and ".wh..." would hide the directory itself or its parent (the snapshot's own directory)
+      if (name === '.' || name === '..') throw invalidArgument(`layer whiteout "${h.name.slice(0, 200)}" names no entry: refused`);
+      const hidden = [...parts.slice(0, -1), name].join('/');
       if (base.length > WHITEOUT_PREFIX.length && !this.whiteouts.has(hidden)) {
         this.countOp();
         this.keep(hidden.length);
@@ -604,6 +661,7 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
   });
   const writer = new LayerWriter(dest);
   const ex = tarExtract();
+  keepRawXattrs(ex);
   const consume = (async () => {
     const turns = new Turns();
     for await (const entry of ex) {

@@ -179,6 +179,48 @@ describe('deferred operations never follow a symlink that replaced a parent late
   });
 });
 
+/** A pax extended-header record: "<len> key=value\n", where len counts the whole record. */
+function paxRecord(key: string, value: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
+  let len = body.length + 1;
+  while (String(len).length + body.length !== len) len = String(len).length + body.length;
+  return Buffer.concat([Buffer.from(String(len)), body]);
+}
+
+/** A tar whose first entry is a pax header (typeflag `g` global or `x` local) with raw records, then `files`. */
+async function tarWithPax(records: [string, Buffer][], files: string[], type: 'x' | 'g' = 'x'): Promise<Buffer> {
+  const tar = await tarOf([{ name: 'PaxHeader', content: Buffer.concat(records.map(([k, v]) => paxRecord(k, v))) }, ...files.map((name) => ({ name, content: 'x' }))]);
+  // tar-stream's packer writes no raw pax headers: turn the first entry into one and fix its checksum
+  tar[156] = type.charCodeAt(0);
+  tar.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += tar[i];
+  tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return tar;
+}
+
+describe('xattrs are applied byte for byte', () => {
+  it('keeps binary values (file capabilities, bytes over 0x7f) exactly', async () => {
+    // v2 capability, effective, permitted cap_setuid (bit 7: byte 0x80) and cap_net_raw (bit 13)
+    const cap = Buffer.from('0100000280200000000000000000000000000000', 'hex');
+    const bin = Buffer.from([1, 0x80, 0xff, 0xfe]);
+    const tar = await tarWithPax([['SCHILY.xattr.security.capability', cap], ['SCHILY.xattr.user.bin', bin]], ['f']);
+    await unpackLayer(Readable.from([tar]), dest);
+    const dump = spawnSync('getfattr', ['-d', '-e', 'hex', '-m', '-', join(dest, 'f')], { encoding: 'utf8' }).stdout;
+    expect(dump).toContain(`security.capability=0x${cap.toString('hex')}`);
+    expect(dump).toContain(`user.bin=0x${bin.toString('hex')}`);
+  });
+
+  it('refuses pax headers with too many records or too many bytes, global ones included', async () => {
+    const many: [string, Buffer][] = Array.from({ length: 5000 }, (_, i) => [`SCHILY.xattr.trusted.overlay.k${i}`, Buffer.from('v')]);
+    for (const type of ['x', 'g'] as const) {
+      await expect(unpackLayer(Readable.from([await tarWithPax(many, ['f'], type)]), dest)).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument', message: expect.stringMatching(/pax/) as unknown }));
+    }
+    const big: [string, Buffer][] = [['comment', Buffer.alloc(1 << 20, 0x61)]];
+    await expect(unpackLayer(Readable.from([await tarWithPax(big, ['f'])]), dest)).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument' }));
+  });
+});
+
 describe('hostile layers stay bounded', () => {
   const kind = (k: string): unknown => expect.objectContaining({ kind: k });
 
@@ -212,6 +254,11 @@ describe('hostile layers stay bounded', () => {
     await apply(entries);
     expect((await readdir(join(dest, deep))).length).toBe(2000);
     await expect(apply([{ name: `${'x/'.repeat(2100)}f`, content: '' }])).rejects.toEqual(kind('invalid_argument'));
+  });
+
+  it.each(['.wh..', '.wh...', 'sub/.wh...'])('refuses the whiteout %s, which names no entry', async (name) => {
+    await expect(apply([{ name: 'sub/', type: 'directory' }, { name, content: '' }])).rejects.toEqual(kind('invalid_argument'));
+    expect(spawnSync('getfattr', ['-n', 'trusted.overlay.opaque', join(base, 'layer')], { encoding: 'utf8' }).status).not.toBe(0);
   });
 
   it('refuses more whiteouts, device nodes and xattrs than a layer may defer', async () => {
