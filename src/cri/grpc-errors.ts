@@ -20,8 +20,15 @@ export function grpcCode(err: unknown): status {
   return err instanceof SkiffError ? CODES[err.kind] : status.UNKNOWN;
 }
 
+/**
+ * Longest status message sent. A message can quote what a client or an image supplied (a layer's 3 MB link
+ * target); a status that big broke the connection instead of reporting the error.
+ */
+export const MAX_STATUS_MESSAGE = 4096;
+
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const code = grpcCode(err);
-  const details = errorMessage(err);
+  const full = errorMessage(err);
+  const details = full.length > MAX_STATUS_MESSAGE ? `${full.slice(0, MAX_STATUS_MESSAGE)}… (${full.length - MAX_STATUS_MESSAGE} more characters truncated)` : full;
   return { code, details, message: details, metadata: new Metadata(), name: 'ServiceError' };
 }

@@ -3,6 +3,8 @@
 import { describe, it, expect } from 'vitest';
 import { status, type ServiceError, type sendUnaryData } from '@grpc/grpc-js';
 import { unimplementedHandler } from '../../src/cri/server.js';
+import { toServiceError, MAX_STATUS_MESSAGE } from '../../src/cri/grpc-errors.js';
+import { invalidArgument } from '../../src/errors.js';
 
 describe('unimplemented rpcs', () => {
   it('answer UNIMPLEMENTED naming the method, as a full service error', async () => {
@@ -11,5 +13,14 @@ describe('unimplemented rpcs', () => {
     expect(err.code).toBe(status.UNIMPLEMENTED);
     expect(err.details).toContain('RuntimeService/Frobnicate');
     expect(err.message).toBe(err.details);
+  });
+});
+
+describe('error statuses', () => {
+  it('keeps the code and cuts a huge message (a hostile name in it) to a size every client takes', () => {
+    const e = toServiceError(invalidArgument(`layer symlink target "${'t'.repeat(3_000_000)}" is bad`));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details!.length).toBeLessThanOrEqual(MAX_STATUS_MESSAGE + 50);
+    expect(e.details).toMatch(/^layer symlink target "ttt.*truncated/);
   });
 });
