@@ -3,7 +3,7 @@
 // live in src/containers (ctx.containers) and src/oci.
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
-import { unary } from './server.js';
+import { unary, cancelSignal } from './server.js';
 import { invalidArgument } from '../errors.js';
 import { criContainer } from '../containers/status.js';
 import type { LinuxContainerResources__Output } from '../gen/runtime/v1/LinuxContainerResources.js';
@@ -107,9 +107,7 @@ export function containerService(ctx: DaemonContext): Partial<CriHandlers> {
       ExecSync: unary(async (req, call) => {
         if (req.cmd.length === 0) throw invalidArgument('cmd is required');
         checkExecStrings({ command: req.cmd, args: [], envs: [] });
-        const abort = new AbortController();
-        call.once('cancelled', () => abort.abort());
-        const res = await containers.execSync(requireId(req.container_id), req.cmd, seconds(req.timeout, 'timeout'), abort.signal);
+        const res = await containers.execSync(requireId(req.container_id), req.cmd, seconds(req.timeout, 'timeout'), cancelSignal(call));
         return { stdout: res.stdout, stderr: res.stderr, exit_code: res.exitCode };
       }),
     },

@@ -1,7 +1,7 @@
 // ImageService rpcs: validate and translate only; the work is in src/image/ (ctx.images).
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
-import { unary } from './server.js';
+import { unary, cancelSignal } from './server.js';
 import { invalidArgument } from '../errors.js';
 import { credentialsFromAuthConfig } from '../image/auth.js';
 import { formatReference, parseReference } from '../image/reference.js';
@@ -59,7 +59,7 @@ export function imageService(ctx: DaemonContext): Partial<CriHandlers> {
   const images = ctx.images;
   return {
     image: {
-      PullImage: unary(async (req: PullImageRequest__Output): Promise<PullImageResponse> => {
+      PullImage: unary(async (req: PullImageRequest__Output, call): Promise<PullImageResponse> => {
         const spec = requireSpec(req.image);
         const handler = spec.runtime_handler || req.sandbox_config?.annotations?.['io.kubernetes.cri.runtime-handler'] || undefined;
         const rec = await images.pull({
@@ -68,6 +68,8 @@ export function imageService(ctx: DaemonContext): Partial<CriHandlers> {
           credentials: credentialsFromAuthConfig(req.auth),
           serverAddress: req.auth?.server_address || undefined,
           annotations: spec.annotations,
+          // kubelet gives up on a pull by cancelling it: the download and unpack stop with it
+          signal: cancelSignal(call),
         });
         return { image_ref: rec.id };
       }),

@@ -3,7 +3,7 @@
 import { isAbsolute } from 'node:path';
 import type { DaemonContext } from '../daemon/context.js';
 import type { CriHandlers } from './server.js';
-import { unary } from './server.js';
+import { unary, cancelSignal } from './server.js';
 import type { PodRecord } from '../store/records.js';
 import { invalidArgument } from '../errors.js';
 import { nowNanos } from '../events/bus.js';
@@ -69,9 +69,7 @@ export function podService(ctx: DaemonContext): Partial<CriHandlers> {
         // as CRI-O: a relative log directory would be resolved against the daemon's cwd
         const logDir = req.config.log_directory;
         if (logDir !== '' && !isAbsolute(logDir)) throw invalidArgument(`log_directory must be an absolute path, got "${logDir.slice(0, 300)}"`, { pod: req.config.metadata?.name });
-        const abort = new AbortController();
-        call.once('cancelled', () => abort.abort());
-        const pod = await ctx.pods.run({ config: req.config, handler: req.runtime_handler, signal: abort.signal });
+        const pod = await ctx.pods.run({ config: req.config, handler: req.runtime_handler, signal: cancelSignal(call) });
         return { pod_sandbox_id: pod.id };
       }),
       StopPodSandbox: unary(async (req: StopPodSandboxRequest__Output) => {

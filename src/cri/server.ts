@@ -6,7 +6,7 @@ import { toServiceError, grpcCode } from './grpc-errors.js';
 import type { RuntimeServiceHandlers } from '../gen/runtime/v1/RuntimeService.js';
 import type { ImageServiceHandlers } from '../gen/runtime/v1/ImageService.js';
 import type { Logger } from '../log.js';
-import { errorMessage, unimplemented } from '../errors.js';
+import { errorMessage, unimplemented, cancelled } from '../errors.js';
 import { rejectUndecodable } from './wire-check.js';
 
 export interface CriHandlers {
@@ -37,6 +37,13 @@ export function unary<Req, Res>(
       (err: unknown) => callback(toServiceError(err)),
     );
   };
+}
+
+/** A signal that fires when the client cancels the call or its deadline passes (reason: a CANCELLED error). */
+export function cancelSignal(call: { once(event: 'cancelled', listener: () => void): unknown }): AbortSignal {
+  const abort = new AbortController();
+  call.once('cancelled', () => abort.abort(cancelled('the client cancelled the call or its deadline passed')));
+  return abort.signal;
 }
 
 export function unimplementedHandler(service: string, method: string, streaming: boolean): grpc.UntypedHandleCall {

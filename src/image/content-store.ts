@@ -145,11 +145,18 @@ export class ContentStore {
 
   /**
    * Makes sure the blob is stored: downloads it from `source` (verifying digest and size) unless present.
-   * Callers asking for the same digest at the same time wait on the same download.
+   * Callers asking for the same digest at the same time wait on the same download. `signal` is this
+   * caller's cancel: it stops a download this caller runs; a caller waiting on another's download stops
+   * waiting, and when the other's caller cancels, a waiter downloads the blob itself.
    */
-  ensure(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void, onIngest?: (ing: Ingest) => void): Promise<void> {
-    const existing = this.inflight.get(digest);
-    if (existing) return existing;
+  async ensure(digest: string, size: number | undefined, fill: BlobFill, onBytes?: (n: number) => void, onIngest?: (ing: Ingest) => void, signal?: AbortSignal): Promise<void> {
+    for (let existing = this.inflight.get(digest); existing; existing = this.inflight.get(digest)) {
+      try {
+        return await untilAborted(existing, signal);
+      } catch (err) {
+        if (signal?.aborted || !(err instanceof SkiffError && err.kind === 'cancelled')) throw err;
+      }
+    }
     const p = (async () => {
       if (await this.has(digest)) return;
       await this.ingest(digest, size, fill, onBytes, onIngest);
@@ -193,4 +200,15 @@ export class ContentStore {
   async remove(digest: string): Promise<void> {
     await rm(this.path(digest), { force: true });
   }
+}
+
+/** Waits for `p`, or rejects with the signal's reason as soon as it fires (`p` itself goes on). */
+function untilAborted<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

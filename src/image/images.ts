@@ -56,6 +56,8 @@ export interface PullRequest {
   /** AuthConfig.server_address: the registry `credentials` are for (empty: the image's own registry). */
   serverAddress?: string;
   annotations?: Record<string, string>;
+  /** Fires when the caller gives up: downloads and unpacks stop, and the pull fails with CANCELLED. */
+  signal?: AbortSignal;
 }
 
 export interface FsUsage {
@@ -159,7 +161,7 @@ export class ImageService {
         : async (host: string) =>
             (req.credentials && requestCredentialsFor(host, req.serverAddress, named.registry) ? req.credentials : undefined) ??
             (await credentialsFromDockerConfig(this.config.registry.authFile, host));
-      const job = { source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress, hold };
+      const job = { source, endpoints, credentials, session: this.session, content: s.content, snapshots: s.snapshots, log: this.log, progress, hold, signal: req.signal };
       let pulled = await pullImage(job);
       // Held items cannot go, but one may have gone before the pull announced it: pull once more (it fetches
       // only what is missing) and give up cleanly if it still is not all there.
@@ -169,6 +171,7 @@ export class ImageService {
         pulled = await pullImage(job);
       }
       return await this.lock.run(s.handler, async () => {
+        req.signal?.throwIfAborted();
         const missing = await this.missing(s, pulled);
         if (missing.length) throw unavailable(`image ${key}: ${missing.join(', ')} went missing while it was pulled; pull it again`, { image: key });
         const existing = s.images.get(pulled.id);

@@ -11,12 +11,12 @@ import { chainIds as computeChainIds } from './snapshots.js';
 import { RegistryClient, RangeNotSatisfiableError, UnexpectedStatusError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
 import { DigestMismatchError, type Ingest } from './content-store.js';
 import { rm, mkdir } from 'node:fs/promises';
-import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform } from './manifest.js';
+import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform, type Descriptor } from './manifest.js';
 import { invalidArgument, unavailable, SkiffError, errorMessage } from '../errors.js';
 import type { ImageReference } from './reference.js';
 import type { RegistryEndpoint } from './hosts.js';
 import type { Credentials } from './auth.js';
-import { unpackLayerFile, unpackGrowingFile, type LiveUnpack } from './unpack.js';
+import { unpackLayerFile, unpackGrowingFile, type LiveUnpack, type UnpackResult } from './unpack.js';
 import type { ImageRecord } from './image-store.js';
 import type { Logger } from '../log.js';
 
@@ -50,6 +50,8 @@ export interface PullJob {
   platform?: Platform;
   /** Keeps blobs and snapshots (digests, chain IDs) from image GC until the caller has saved the record. */
   hold?: (ids: string[]) => void;
+  /** The caller gave up: stop downloading and unpacking (CANCELLED). */
+  signal?: AbortSignal;
 }
 
 export type PulledImage = Omit<ImageRecord, 'repoTags' | 'repoDigests' | 'runtimeHandler' | 'userSpecifiedImage' | 'pinned' | 'pulledAt'> & {
@@ -111,6 +113,7 @@ async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, s
       let lastErr: unknown;
       for (const ep of client.endpointsFor('blobs')) {
         for (let attempt = 0; attempt < 3; attempt++) {
+          job.signal?.throwIfAborted();
           try {
             const asked = ing.offset > 0 && !ing.complete() ? ing.offset : 0;
             const res = await client.fetchFrom(ep, client.url(ep, 'blobs', digest), { rangeFrom: asked });
@@ -125,6 +128,8 @@ async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, s
             await ing.verify();
             return;
           } catch (err) {
+            // a body cut by the caller's cancel is not a registry fault to retry
+            job.signal?.throwIfAborted();
             lastErr = err;
             if (err instanceof RangeNotSatisfiableError) {
               await ing.reset();
@@ -140,6 +145,7 @@ async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, s
     },
     onBytes,
     onIngest,
+    job.signal,
   );
 }
 
@@ -148,8 +154,57 @@ async function emptyDir(dir: string): Promise<void> {
   await mkdir(dir, { mode: 0o755 });
 }
 
+/**
+ * Fills a layer's snapshot directory: downloads the blob, unpacking it while it downloads when this pull
+ * does the download, or from the complete blob otherwise (another pull downloaded it, or the download
+ * restarted). The caller's cancel stops both.
+ */
+async function unpackLayerInto(job: PullJob, client: RegistryClient, layer: Descriptor, diffId: string, fsDir: string, p?: LayerProgress): Promise<UnpackResult> {
+  // another pull may have held this layer's lock until its caller gave up
+  job.signal?.throwIfAborted();
+  if (p) p.state = 'downloading';
+  let live: LiveUnpack | undefined;
+  const stopLive = () => live?.abort();
+  job.signal?.addEventListener('abort', stopLive);
+  try {
+    try {
+      await fetchBlob(job, client, layer.digest, layer.size, p ? (n) => (p.downloaded += n) : undefined, (ing) => {
+        const l = unpackGrowingFile(ing.tmp, job.content.path(layer.digest), layer.size, fsDir, diffId, layer.mediaType);
+        ing.watcher = { written: (n) => l.available(n), restarted: () => l.abort() };
+        live = l;
+      });
+    } catch (err) {
+      live?.abort();
+      // the live unpack writes into fsDir, which goes when this throws: let it stop first
+      await live?.result.catch(() => undefined);
+      throw err;
+    }
+    if (p) p.state = 'unpacking';
+    const following = live;
+    let res = following
+      ? await following.result.catch((err: unknown) => {
+          // it read exactly the bytes that verified unless a restart aborted it: a bad layer stays bad
+          if (err instanceof SkiffError && err.kind === 'invalid_argument' && !following.aborted) throw err;
+          job.signal?.throwIfAborted();
+          job.log.info({ layer: layer.digest, err: errorMessage(err) }, 'unpacking while downloading did not complete; unpacking the downloaded blob');
+          return undefined;
+        })
+      : undefined;
+    if (!res) {
+      // no live unpack (another pull downloaded it), or it was stopped by a restarted download or failed
+      // for another reason than the layer's content: unpack the verified blob from scratch
+      if (live) await emptyDir(fsDir);
+      res = await unpackLayerFile(job.content.path(layer.digest), fsDir, diffId, layer.mediaType, job.signal);
+    }
+    if (res.skippedDevices.length) job.log.warn({ layer: layer.digest, devices: res.skippedDevices.slice(0, 20) }, 'device nodes could not be created; skipped');
+    return res;
+  } finally {
+    job.signal?.removeEventListener('abort', stopLive);
+  }
+}
+
 export async function pullImage(job: PullJob): Promise<PulledImage> {
-  const client = new RegistryClient(job.session, job.source.registry, job.source.repository, job.endpoints, job.credentials);
+  const client = new RegistryClient(job.session, job.source.registry, job.source.repository, job.endpoints, job.credentials, job.signal);
   const wantRef = job.source.digest ?? job.source.tag ?? 'latest';
   let m = await fetchManifestBytes(client, wantRef);
   const topDigest = m.digest;
@@ -183,6 +238,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
   if (progress) progress.layers = manifest.layers.map((l) => ({ digest: l.digest, size: l.size, downloaded: 0, state: 'waiting' }));
 
   await mapLimit(manifest.layers, PARALLEL_LAYERS, async (layer, i) => {
+    job.signal?.throwIfAborted();
     const p = progress?.layers[i];
     if (job.snapshots.get(chainIds[i])) {
       if (p) p.state = 'exists';
@@ -191,40 +247,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     // Every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
     // overlay stacks them (rootfs.ts), where it is strict. A layer is unpacked while it downloads when this
     // pull does the download; the snapshot is committed only once both the blob and the diff_id verified.
-    await job.snapshots.ensure(chainIds[i], async (fsDir) => {
-      if (p) p.state = 'downloading';
-      let live: LiveUnpack | undefined;
-      try {
-        await fetchBlob(job, client, layer.digest, layer.size, p ? (n) => (p.downloaded += n) : undefined, (ing) => {
-          const l = unpackGrowingFile(ing.tmp, job.content.path(layer.digest), layer.size, fsDir, diffIds[i], layer.mediaType);
-          ing.watcher = { written: (n) => l.available(n), restarted: () => l.abort() };
-          live = l;
-        });
-      } catch (err) {
-        live?.abort();
-        // the live unpack writes into fsDir, which goes when this throws: let it stop first
-        await live?.result.catch(() => undefined);
-        throw err;
-      }
-      if (p) p.state = 'unpacking';
-      const following = live;
-      let res = following
-        ? await following.result.catch((err: unknown) => {
-            // it read exactly the bytes that verified unless a restart aborted it: a bad layer stays bad
-            if (err instanceof SkiffError && err.kind === 'invalid_argument' && !following.aborted) throw err;
-            job.log.info({ layer: layer.digest, err: errorMessage(err) }, 'unpacking while downloading did not complete; unpacking the downloaded blob');
-            return undefined;
-          })
-        : undefined;
-      if (!res) {
-        // no live unpack (another pull downloaded it), or it was stopped by a restarted download or failed
-        // for another reason than the layer's content: unpack the verified blob from scratch
-        if (live) await emptyDir(fsDir);
-        res = await unpackLayerFile(job.content.path(layer.digest), fsDir, diffIds[i], layer.mediaType);
-      }
-      if (res.skippedDevices.length) job.log.warn({ layer: layer.digest, devices: res.skippedDevices.slice(0, 20) }, 'device nodes could not be created; skipped');
-      return res;
-    });
+    await job.snapshots.ensure(chainIds[i], (fsDir) => unpackLayerInto(job, client, layer, diffIds[i], fsDir, p));
     if (p) {
       p.state = 'done';
       p.downloaded = layer.size;

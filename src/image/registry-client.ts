@@ -148,6 +148,8 @@ export class RegistryClient {
     readonly repository: string,
     readonly endpoints: RegistryEndpoint[],
     private readonly credentials: (host: string) => Promise<Credentials | undefined>,
+    /** The pull's caller gave up: requests in flight are aborted and none is retried or started. */
+    private readonly signal?: AbortSignal,
   ) {}
 
   /**
@@ -181,9 +183,11 @@ export class RegistryClient {
     let lastErr: unknown;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, BACKOFF_MS[attempt - 1] ?? 1000));
+      this.signal?.throwIfAborted();
       try {
         return await this.follow(ep, url, opts);
       } catch (err) {
+        this.signal?.throwIfAborted();
         lastErr = err;
         if (!isRetryable(err)) throw err;
       }
@@ -213,7 +217,7 @@ export class RegistryClient {
       if (auth) headers.authorization = auth;
       let res: Dispatcher.ResponseData;
       try {
-        res = await request(url, { method: opts.method ?? 'GET', headers, dispatcher: this.session.agent(ep) });
+        res = await request(url, { method: opts.method ?? 'GET', headers, dispatcher: this.session.agent(ep), signal: this.signal });
       } catch (err) {
         throw unavailable(`${this.registry}: request to ${new URL(url).host} failed: ${errorMessage(err)}`, { image: this.repository }, err);
       }

@@ -609,21 +609,30 @@ function parentOf(rel: string): string {
   return i < 0 ? '' : rel.slice(0, i);
 }
 
-/** Unpacks a (possibly compressed) layer stream into the empty directory `dest`. */
-export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+/**
+ * Unpacks a (possibly compressed) layer stream into the empty directory `dest`. `signal` stops it, also
+ * what is already read: its reason is the error then.
+ */
+export async function unpackLayer(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string, signal?: AbortSignal): Promise<UnpackResult> {
   // only the body's own failures: nothing downstream is piped back into it
   let readError: unknown;
   const onReadError = (e: unknown) => (readError ??= e);
   body.on('error', onReadError);
   try {
-    return await unpackStream(body, dest, expectedDiffId, mediaType);
+    signal?.throwIfAborted();
+    return await unpackStream(body, dest, expectedDiffId, mediaType, signal);
   } catch (err) {
     // a piped source is only unpiped when the pipeline fails: destroy it, or its file stays open
     body.destroy();
-    throw classify(err, readError, dest);
+    throw classify(err, signal?.aborted ? abortReason(signal, dest) : readError, dest);
   } finally {
     body.off('error', onReadError);
   }
+}
+
+function abortReason(signal: AbortSignal, dest: string): SkiffError {
+  const reason: unknown = signal.reason;
+  return reason instanceof SkiffError ? reason : cancelled('layer unpack cancelled', { path: dest });
 }
 
 /** errno codes that say the host's disk or setup failed, not that the layer asked for something impossible. */
@@ -649,7 +658,7 @@ function classify(err: unknown, readError: unknown, dest: string): SkiffError {
   return invalidArgument(`layer is not a valid tar stream: ${errorMessage(err)}`, ctx, err);
 }
 
-async function unpackStream(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
+async function unpackStream(body: Readable, dest: string, expectedDiffId?: string, mediaType?: string, signal?: AbortSignal): Promise<UnpackResult> {
   const { stream, done, stop } = await decompress(body, mediaType);
   const hash = createHash('sha256');
   const hasher = new Transform({
@@ -671,6 +680,8 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
   })();
   // hash everything, including the tar padding after the last entry
   const piped = pipeline(stream, hasher, ex);
+  const onAbort = () => ex.destroy(abortReason(signal!, dest));
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await Promise.all([piped, consume, done]);
   } catch (err) {
@@ -681,7 +692,10 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
     // empty the directory and unpack into it again, so nothing of this unpack may still be writing there
     await Promise.allSettled([consume, done]);
     throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
+  signal?.throwIfAborted();
   await writer.finish();
   const diffId = `sha256:${hash.digest('hex')}`;
   if (expectedDiffId && diffId !== expectedDiffId) {
@@ -702,9 +716,9 @@ const CHUNK = 512 * 1024;
  */
 const unpackSlots = new Slots(2);
 
-/** Unpacks the complete layer blob `file` into `dest`. */
-export function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string): Promise<UnpackResult> {
-  return unpackSlots.run(() => unpackLayer(createReadStream(file, { highWaterMark: CHUNK }), dest, expectedDiffId, mediaType));
+/** Unpacks the complete layer blob `file` into `dest`; `signal` stops it (CANCELLED). */
+export function unpackLayerFile(file: string, dest: string, expectedDiffId?: string, mediaType?: string, signal?: AbortSignal): Promise<UnpackResult> {
+  return unpackSlots.run(() => unpackLayer(createReadStream(file, { highWaterMark: CHUNK }), dest, expectedDiffId, mediaType, signal), signal);
 }
 
 /** An unpack that follows a blob while it is being downloaded (see unpackGrowingFile). */
@@ -732,7 +746,8 @@ export function unpackGrowingFile(file: string, committed: string, size: number,
     stop.abort(reason);
     wake?.();
   };
-  const result = unpackLayer(Readable.from(growingFile(), { objectMode: false }), dest, expectedDiffId, mediaType);
+  // the signal also stops what was read already: one chunk of a compressed layer can inflate to gigabytes
+  const result = unpackLayer(Readable.from(growingFile(), { objectMode: false }), dest, expectedDiffId, mediaType, stop.signal);
   // a failed unpack must not keep waiting for bytes (and then take a slot to read a chunk nobody wants)
   result.catch(() => stopReading(cancelled('the layer unpack failed', { path: dest })));
 

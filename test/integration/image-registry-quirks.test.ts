@@ -360,3 +360,62 @@ describe('pull progress', () => {
     expect(r.stdout).toMatch(new RegExp(`${img.layers[0].digest.slice(7, 19)}: done +\\[=+\\]`));
   });
 });
+
+describe('a pull whose client goes away', () => {
+  const until = async (what: string, check: () => boolean | Promise<boolean>, ms = 10_000) => {
+    for (const end = Date.now() + ms; !(await check()); await new Promise((r) => setTimeout(r, 20))) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    }
+  };
+
+  it('stops its download; a second pull of the image, waiting behind it, still completes', async () => {
+    const l = img.layers[0];
+    let stalled: ServerResponse | undefined;
+    const s = await server(
+      registryRoute(img, (b, _req, res) => {
+        if (b.digest === l.digest && !stalled) {
+          // the first download of the layer sends a little, then nothing: only the daemon can end it
+          stalled = res;
+          res.writeHead(200, { 'content-length': b.size });
+          res.write(b.data.subarray(0, 1000));
+          return;
+        }
+        res.writeHead(200, { 'content-length': b.size }).end(b.data);
+      }),
+    );
+    const d = await daemon();
+    const name = `${s.host}/x/y:v1`;
+    const impatient = errOf(imageCall(d.client, 'PullImage', { image: { image: name } }, 1500));
+    await until('the layer download to start', () => stalled !== undefined);
+    const patient = pull(d, name);
+    patient.catch(() => undefined);
+    expect((await impatient).code).toBe(status.DEADLINE_EXCEEDED);
+    await until('the daemon to drop the stalled download', () => stalled!.destroyed || stalled!.socket?.destroyed !== false);
+    expect((await patient).image_ref).toBe(img.config.digest);
+  });
+
+  it('stops unpacking, keeps nothing of the layer, and records no image', async () => {
+    const entries = Array.from({ length: 20_000 }, (_, i) => ({ name: `d${i % 100}/f${i}`, content: 'x' }));
+    const many = image([await layer(entries, 'gzip')]);
+    const s = await server(registryRoute(many));
+    const d = await daemon();
+    const name = `${s.host}/many/files:v1`;
+    const snapshots = join(d.root, 'images/runc/snapshots');
+    const inProgress = async () => (await readdir(snapshots).catch(() => [])).filter((e) => e.startsWith('.tmp-'));
+    const result = new Promise<{ code: number }>((resolve) => {
+      const call = d.client.image.PullImage({ image: { image: name } }, (err: { code: number } | null) => resolve(err ?? { code: 0 }));
+      // cancelled once the unpack is well under way
+      void until('the unpack to be under way', async () => {
+        const [tmp] = await inProgress();
+        return tmp !== undefined && (await readdir(join(snapshots, tmp, 'fs')).catch(() => [])).length >= 50;
+      }, 20_000).then(() => call.cancel());
+    });
+    expect((await result).code).toBe(status.CANCELLED);
+    await until('the unpack to stop and its directory to go', async () => (await inProgress()).length === 0);
+    expect((await readdir(snapshots)).filter((e) => !e.startsWith('.'))).toEqual([]);
+    expect((await imageCall(d.client, 'ListImages', {})).images).toEqual([]);
+    expect(d.logs()).not.toMatch(/unpacking the downloaded blob/);
+    // and the image pulls afterwards
+    expect((await pull(d, name)).image_ref).toBe(many.config.digest);
+  });
+});
