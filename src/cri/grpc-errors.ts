@@ -21,14 +21,16 @@ export function grpcCode(err: unknown): status {
 }
 
 /**
- * Longest status message sent. A message can quote what a client or an image supplied (a layer's 3 MB link
+ * Longest status message sent, in UTF-8 bytes. A message can quote what a client or an image supplied (a layer's 3 MB link
  * target); a status that big broke the connection instead of reporting the error.
  */
 export const MAX_STATUS_MESSAGE = 4096;
 
 export function toServiceError(err: unknown): Partial<ServiceError> {
   const code = grpcCode(err);
-  const full = errorMessage(err);
-  const details = full.length > MAX_STATUS_MESSAGE ? `${full.slice(0, MAX_STATUS_MESSAGE)}… (${full.length - MAX_STATUS_MESSAGE} more characters truncated)` : full;
+  // through UTF-8 and back: a cut never leaves half a character, and a lone surrogate (which makes grpc-js's
+  // encodeURI throw, in a callback nothing catches) becomes U+FFFD
+  const bytes = Buffer.from(errorMessage(err), 'utf8');
+  const details = bytes.length > MAX_STATUS_MESSAGE ? `${bytes.subarray(0, MAX_STATUS_MESSAGE).toString('utf8')}… (${bytes.length - MAX_STATUS_MESSAGE} more bytes truncated)` : bytes.toString('utf8');
   return { code, details, message: details, metadata: new Metadata(), name: 'ServiceError' };
 }

@@ -33,16 +33,27 @@ export function unary<Req, Res>(
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     fn(call.request, call).then(
-      (res) => callback(null, res),
-      (err: unknown) => callback(toServiceError(err)),
+      (res) => {
+        answered.add(call);
+        callback(null, res);
+      },
+      (err: unknown) => {
+        answered.add(call);
+        callback(toServiceError(err));
+      },
     );
   };
 }
 
+/** Calls already answered: grpc-js still emits 'cancelled' for them when the stream closes. */
+const answered = new WeakSet<object>();
+
 /** A signal that fires when the client cancels the call or its deadline passes (reason: a CANCELLED error). */
 export function cancelSignal(call: { once(event: 'cancelled', listener: () => void): unknown }): AbortSignal {
   const abort = new AbortController();
-  call.once('cancelled', () => abort.abort(cancelled('the client cancelled the call or its deadline passed')));
+  call.once('cancelled', () => {
+    if (!answered.has(call)) abort.abort(cancelled('the client cancelled the call or its deadline passed'));
+  });
   return abort.signal;
 }
 

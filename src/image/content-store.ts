@@ -10,6 +10,7 @@ import { invalidArgument, errnoCode, unavailable, SkiffError } from '../errors.j
 import { isDigest } from './reference.js';
 import { fsyncDir } from '../store/atomic.js';
 import { streamed } from '../util/gc.js';
+import { untilAborted } from '../util/abort.js';
 
 /** The bytes a registry sent are not the blob asked for (short, long or different): retryable elsewhere. */
 export class DigestMismatchError extends SkiffError {
@@ -202,13 +203,3 @@ export class ContentStore {
   }
 }
 
-/** Waits for `p`, or rejects with the signal's reason as soon as it fires (`p` itself goes on). */
-function untilAborted<T>(p: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}

@@ -247,7 +247,7 @@ export async function pullImage(job: PullJob): Promise<PulledImage> {
     // Every layer has its own snapshot dir, so unpacking in parallel is safe: order matters only when the
     // overlay stacks them (rootfs.ts), where it is strict. A layer is unpacked while it downloads when this
     // pull does the download; the snapshot is committed only once both the blob and the diff_id verified.
-    await job.snapshots.ensure(chainIds[i], (fsDir) => unpackLayerInto(job, client, layer, diffIds[i], fsDir, p));
+    await job.snapshots.ensure(chainIds[i], (fsDir) => unpackLayerInto(job, client, layer, diffIds[i], fsDir, p), job.signal);
     if (p) {
       p.state = 'done';
       p.downloaded = layer.size;

@@ -68,8 +68,11 @@ export class SnapshotStore {
     return `${s.id}/fs`;
   }
 
-  /** Returns the snapshot for chainId, unpacking it with `fill(fsDir)` if missing. One unpack per chain ID. */
-  ensure(chainId: string, fill: (fsDir: string) => Promise<{ diffId: string; size: number }>): Promise<Snapshot> {
+  /**
+   * Returns the snapshot for chainId, unpacking it with `fill(fsDir)` if missing. One unpack per chain ID;
+   * `signal` gives up waiting for another caller's unpack.
+   */
+  ensure(chainId: string, fill: (fsDir: string) => Promise<{ diffId: string; size: number }>, signal?: AbortSignal): Promise<Snapshot> {
     return this.lock.run(chainId, async () => {
       const have = this.byChain.get(chainId);
       if (have) return have;
@@ -88,7 +91,7 @@ export class SnapshotStore {
         await rm(tmp, { recursive: true, force: true });
         throw err;
       }
-    });
+    }, signal);
   }
 
   async remove(chainId: string): Promise<void> {

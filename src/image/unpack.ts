@@ -250,7 +250,11 @@ class Turns {
   private steps = 0;
   private since = performance.now();
 
+  /** `signal` is checked at every step: a cancelled unpack stops within one. */
+  constructor(private readonly signal?: AbortSignal) {}
+
   async step(): Promise<void> {
+    this.signal?.throwIfAborted();
     if (++this.steps < 256 && performance.now() - this.since < 10) return;
     await nextTurn();
     this.steps = 0;
@@ -492,22 +496,26 @@ class LayerWriter {
 
   /** Whether rel and all its parents are still real directories (not symlinks) of this layer. */
   private realDir(rel: string, cache: Map<string, boolean>): boolean {
-    let cur = '';
-    for (const p of rel === '' ? [] : rel.split('/')) {
-      cur = cur === '' ? p : `${cur}/${p}`;
-      let ok = cache.get(cur);
-      if (ok === undefined) {
-        ok = lstatOrUndefined(this.abs(cur))?.isDirectory() === true;
-        cache.set(cur, ok);
-      }
-      if (!ok) return false;
+    // the nearest ancestor already looked at decides for those below it: each directory is looked at once,
+    // so thousands of operations deep down a tree cost no more than near its root
+    const unknown: string[] = [];
+    let cur = rel;
+    let known: boolean | undefined;
+    while (cur !== '' && (known = cache.get(cur)) === undefined) {
+      unknown.push(cur);
+      cur = parentOf(cur);
     }
-    return true;
+    let ok = cur === '' ? true : known === true;
+    for (let i = unknown.length - 1; i >= 0; i--) {
+      ok = ok && lstatOrUndefined(this.abs(unknown[i]))?.isDirectory() === true;
+      cache.set(unknown[i], ok);
+    }
+    return ok;
   }
 
-  async finish(): Promise<void> {
+  async finish(signal?: AbortSignal): Promise<void> {
     const cache = new Map<string, boolean>();
-    const turns = new Turns();
+    const turns = new Turns(signal);
     const whiteouts: string[] = [];
     const opaque: string[] = [];
     const xattrs: { rel: string; name: string; value: Buffer }[] = [];
@@ -518,6 +526,12 @@ class LayerWriter {
       if (op.kind === 'xattr') xattrs.push(op);
       else if (op.kind === 'opaque') opaque.push(op.rel);
       else devices.push(op.line);
+    }
+    // in the layer's order: its device nodes exist before whiteouts are placed (a whiteout never replaces what
+    // the layer itself has) and before xattrs are set on them
+    if (devices.length > 0) {
+      const res = await run('sh', ['-s'], { input: devices.join('\n') + '\n', timeoutMs: 120_000 + 5 * devices.length });
+      for (const line of res.stdout.split('\n')) if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
     }
     for (const rel of this.whiteouts) {
       await turns.step();
@@ -533,10 +547,6 @@ class LayerWriter {
     if (opaqueFailed) throw internal(`could not mark directories opaque (trusted.overlay.opaque): ${opaqueFailed}`, { path: this.dest });
     // as tar and containerd do: an xattr the file system refuses (security.* under a policy, user.* on a symlink) is skipped
     await this.setXattrs(xattrs);
-    if (devices.length > 0) {
-      const res = await run('sh', ['-s'], { input: devices.join('\n') + '\n', timeoutMs: 120_000 + 5 * devices.length });
-      for (const line of res.stdout.split('\n')) if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
-    }
     // directory mtimes last: creating their children changed them
     for (const d of this.dirTimes.reverse()) {
       await turns.step();
@@ -544,23 +554,14 @@ class LayerWriter {
     }
   }
 
-  /** Overlay whiteouts (0/0 character devices), all in one `tar -x`: a process per mknod cost ~1.5 ms each. */
+  /**
+   * Overlay whiteouts (0/0 character devices), all in one `tar -x` (a process per mknod cost ~1.5 ms each),
+   * fed archives of a thousand entries at a time (-i reads them back to back) so memory stays flat.
+   */
   private async createWhiteouts(rels: string[]): Promise<void> {
     if (rels.length === 0) return;
-    const pack = tarPack();
-    const chunks: Buffer[] = [];
-    pack.on('data', (c: unknown) => {
-      chunks.push(c as Buffer);
-    });
-    const ended = new Promise<void>((resolve, reject) => {
-      pack.once('end', resolve);
-      pack.once('error', reject);
-    });
-    const mtime = new Date(0);
-    for (const rel of rels) pack.entry({ name: rel, type: 'character-device', devmajor: 0, devminor: 0, mode: 0o600, uid: 0, gid: 0, mtime });
-    pack.finalize();
-    await ended;
-    const res = await run('tar', ['-x', '-f', '-', '-C', this.dest], { input: Buffer.concat(chunks), timeoutMs: 120_000 + 5 * rels.length });
+    const input = Readable.from(whiteoutArchives(rels), { objectMode: false });
+    const res = await run('tar', ['-x', '-i', '-f', '-', '-C', this.dest], { input, timeoutMs: 120_000 + 5 * rels.length });
     if (res.code !== 0) throw internal(`could not create ${rels.length} overlay whiteouts: ${(res.stderr.trim() || `tar exit ${res.code ?? res.signal}`).slice(0, 300)}`, { path: this.dest });
   }
 
@@ -573,6 +574,25 @@ class LayerWriter {
     const dump = attrs.map((a) => `# file: ${dumpQuote(Buffer.from(this.abs(a.rel)))}\n${dumpQuote(Buffer.from(a.name))}=0x${a.value.toString('hex')}\n\n`).join('');
     const res = await run('setfattr', ['-h', '--restore=-'], { input: dump, timeoutMs: 120_000 + attrs.length });
     return res.code === 0 ? '' : (res.stderr.trim() || `setfattr exit ${res.code ?? res.signal}`).slice(0, 300);
+  }
+}
+
+async function* whiteoutArchives(rels: string[]): AsyncGenerator<Buffer> {
+  const mtime = new Date(0);
+  for (let i = 0; i < rels.length; i += 1000) {
+    const pack = tarPack();
+    const chunks: Buffer[] = [];
+    pack.on('data', (c: unknown) => {
+      chunks.push(c as Buffer);
+    });
+    const ended = new Promise<void>((resolve, reject) => {
+      pack.once('end', resolve);
+      pack.once('error', reject);
+    });
+    for (const rel of rels.slice(i, i + 1000)) pack.entry({ name: rel, type: 'character-device', devmajor: 0, devminor: 0, mode: 0o600, uid: 0, gid: 0, mtime });
+    pack.finalize();
+    await ended;
+    yield Buffer.concat(chunks);
   }
 }
 
@@ -672,7 +692,7 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
   const ex = tarExtract();
   keepRawXattrs(ex);
   const consume = (async () => {
-    const turns = new Turns();
+    const turns = new Turns(signal);
     for await (const entry of ex) {
       await writer.entry(entry.header, entry as unknown as Readable);
       await turns.step();
@@ -682,6 +702,8 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
   const piped = pipeline(stream, hasher, ex);
   const onAbort = () => ex.destroy(abortReason(signal!, dest));
   signal?.addEventListener('abort', onAbort, { once: true });
+  // it may have fired while the first chunk was awaited: a listener added now would never hear of it
+  if (signal?.aborted) onAbort();
   try {
     await Promise.all([piped, consume, done]);
   } catch (err) {
@@ -696,7 +718,7 @@ async function unpackStream(body: Readable, dest: string, expectedDiffId?: strin
     signal?.removeEventListener('abort', onAbort);
   }
   signal?.throwIfAborted();
-  await writer.finish();
+  await writer.finish(signal);
   const diffId = `sha256:${hash.digest('hex')}`;
   if (expectedDiffId && diffId !== expectedDiffId) {
     throw invalidArgument(`layer content has diff_id ${diffId}, the image config says ${expectedDiffId}`);

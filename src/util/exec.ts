@@ -2,13 +2,15 @@
 // whole process group killed on expiry. Not for long-lived children (conmon), nor for commands whose
 // descendants may keep stdout open: use files or 'ignore' for those (see src/oci).
 import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { deadlineExceeded, internal } from '../errors.js';
 
 export interface RunOptions {
   timeoutMs?: number;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
-  input?: string | Buffer;
+  /** Written to stdin; a stream is piped (its memory stays bounded however much it sends). */
+  input?: string | Buffer | Readable;
   /** Output beyond this is dropped (the command still runs to the end). */
   maxOutputBytes?: number;
 }
@@ -80,7 +82,9 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       });
     });
     child.stdin.on('error', () => undefined);
-    child.stdin.end(opts.input ?? '');
+    const input = opts.input ?? '';
+    if (typeof input === 'string' || Buffer.isBuffer(input)) child.stdin.end(input);
+    else input.pipe(child.stdin);
   });
 }
 

@@ -24,3 +24,14 @@ describe('error statuses', () => {
     expect(e.details).toMatch(/^layer symlink target "ttt.*truncated/);
   });
 });
+
+describe('error statuses stay sendable', () => {
+  it('never cuts a character in half (grpc-js encodes the message with encodeURI, which throws on half of one)', () => {
+    for (let pad = 0; pad < 4; pad++) {
+      const e = toServiceError(invalidArgument(`${'x'.repeat(MAX_STATUS_MESSAGE - 2 + pad)}${'😀'.repeat(100)}`));
+      expect(() => encodeURI(e.details!)).not.toThrow();
+    }
+    // a lone surrogate anywhere (not from a cut) is made sendable too
+    expect(() => encodeURI(toServiceError(invalidArgument('bad \ud800 name')).details!)).not.toThrow();
+  });
+});

@@ -11,6 +11,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { unpackLayer, unpackLayerFile, unpackGrowingFile, cleanPath, MAX_ENTRY_XATTR_BYTES, MAX_DEFERRED_OPS } from '../../src/image/unpack.js';
 import { tarOf, layerFromTar, type LayerEntry, type Compression } from '../helpers/images.js';
+import { cancelled } from '../../src/errors.js';
 
 let base: string;
 let dest: string;
@@ -133,6 +134,37 @@ describe('unpackLayer', () => {
     await expect(unpackLayer(Readable.from([l.data]), dest, 'sha256:' + '0'.repeat(64))).rejects.toThrow(/diff_id/);
     await expect(unpackLayer(Readable.from([Buffer.from('\x1f\x8bgarbage garbage')]), dest)).rejects.toThrow();
     await expect(unpackLayer(Readable.from([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3])]), dest)).rejects.toThrow(/zstd/);
+  });
+});
+
+describe('deferred operations keep the order of the layer', () => {
+  it('xattrs of fifos and device nodes are set once the node exists', async () => {
+    await apply([{ name: 'p', type: 'fifo', pax: { 'SCHILY.xattr.trusted.t': 'on the fifo' } }]);
+    expect(spawnSync('getfattr', ['-n', 'trusted.t', '--only-values', join(dest, 'p')], { encoding: 'utf8' }).stdout).toBe('on the fifo');
+  });
+
+  it("a layer's own fifo is not replaced by its own whiteout", async () => {
+    const res = await apply([{ name: 'x', type: 'fifo' }, { name: '.wh.x', content: '' }]);
+    expect((await lstat(join(dest, 'x'))).isFIFO()).toBe(true);
+    expect(res.skippedDevices).toEqual([]);
+  });
+
+  it('whiteouts deep down a tree are created where they belong', async () => {
+    const deep = Array.from({ length: 500 }, (_, i) => `d${i}`).join('/');
+    await apply([{ name: `${deep}/keep`, content: 'k' }, ...Array.from({ length: 300 }, (_, i) => ({ name: `${deep}/.wh.gone${i}`, content: '' }))]);
+    const st = await lstat(join(dest, deep, 'gone299'));
+    expect(st.isCharacterDevice() && st.rdev === 0).toBe(true);
+  });
+});
+
+describe('cancelling an unpack', () => {
+  it('an abort right after the call stops it before it has applied the layer', async () => {
+    const tar = await tarOf(Array.from({ length: 5000 }, (_, i) => ({ name: `f${i}`, content: '' })));
+    const ac = new AbortController();
+    const result = unpackLayer(Readable.from([tar]), dest, undefined, undefined, ac.signal);
+    ac.abort(cancelled('gave up'));
+    await expect(result).rejects.toEqual(expect.objectContaining({ kind: 'cancelled' }));
+    expect((await readdir(dest)).length).toBeLessThan(5000);
   });
 });
 
