@@ -33,6 +33,11 @@ export class CliContext {
     return this.options.runtimeEndpoint ?? process.env.CONTAINER_RUNTIME_ENDPOINT ?? DEFAULT_ENDPOINT;
   }
 
+  /** The -t timeout if the user gave one, else 0: for calls that take long by nature (a pull). */
+  explicitTimeoutMs(): number {
+    return this.program.getOptionValueSource('timeout') === 'cli' ? parseDuration(this.options.timeout) : 0;
+  }
+
   client(): CriClient {
     this.client_ ??= connect(this.endpoint(), parseDuration(this.options.timeout));
     return this.client_;

@@ -163,9 +163,10 @@ function paxXattrs(buf: Buffer): Map<string, Buffer> {
   for (let pos = 0; pos < buf.length; ) {
     if (++records > MAX_PAX_RECORDS) throw invalidArgument(`layer has a pax header with more than ${MAX_PAX_RECORDS} records: refused`);
     const space = buf.indexOf(0x20, pos);
-    const len = space < 0 ? 0 : Number(buf.toString('latin1', pos, space));
+    // parseInt, as tar-stream reads it ("11x" is 11): the records counted must be the ones it decodes
+    const len = space < 0 ? 0 : parseInt(buf.toString('latin1', pos, space), 10);
     // malformed records: tar-stream stops at the same point, so nothing after it applies
-    if (!Number.isInteger(len) || len <= space - pos || pos + len > buf.length) break;
+    if (!len || len <= space - pos || pos + len > buf.length) break;
     const eq = buf.indexOf(0x3d, space + 1);
     if (eq < 0 || eq >= pos + len) break;
     const key = buf.toString('utf8', space + 1, eq);
@@ -264,9 +265,9 @@ class Turns {
 
 /** Work left for the end of a layer; `dir` must then still be a real directory of the layer. */
 type Deferred =
-  | { kind: 'xattr'; dir: string; rel: string; name: string; value: Buffer }
+  | { kind: 'xattr'; dir: string; rel: string; owner: object; name: string; value: Buffer }
   | { kind: 'opaque'; dir: string; rel: string }
-  | { kind: 'device'; dir: string; rel: string; line: string };
+  | { kind: 'device'; dir: string; rel: string; owner: object; line: string };
 
 class LayerWriter {
   private readonly safeDirs = new SafeDirs();
@@ -277,6 +278,12 @@ class LayerWriter {
    * op is then dropped, never applied through it.
    */
   private readonly deferred: Deferred[] = [];
+  /**
+   * The entry that owns a path's deferred xattrs and device node: a later entry at the same path takes the
+   * path over, and what the earlier one deferred is dropped (a file capability must not pass to whatever
+   * replaces its file).
+   */
+  private readonly owners = new Map<string, object>();
   /** Paths whited out by this layer; applied at the end since they only hide what lower layers have. */
   private readonly whiteouts = new Set<string>();
   readonly skippedDevices: string[] = [];
@@ -298,6 +305,12 @@ class LayerWriter {
     if (this.safeDirs.has(rel)) return;
     this.keep(rel.length);
     this.safeDirs.add(rel);
+  }
+
+  private ownerOf(rel: string): object {
+    let owner = this.owners.get(rel);
+    if (!owner) this.owners.set(rel, (owner = {}));
+    return owner;
   }
 
   private countOp(): void {
@@ -395,7 +408,7 @@ class LayerWriter {
       if (bytes > MAX_ENTRY_XATTR_BYTES) throw invalidArgument(`layer entry "${h.name.slice(0, 200)}" has more than ${MAX_ENTRY_XATTR_BYTES} bytes of xattrs, more than Linux stores: refused`);
       // overlay's own xattrs inside a layer would let it forge whiteouts/redirects: never applied
       if (name.startsWith('trusted.overlay.')) continue;
-      this.defer({ kind: 'xattr', dir: parentOf(rel), rel, name, value });
+      this.defer({ kind: 'xattr', dir: parentOf(rel), rel, owner: this.ownerOf(rel), name, value });
     }
   }
 
@@ -434,6 +447,8 @@ class LayerWriter {
     }
     const rel = parts.join('/');
     const path = this.abs(rel);
+    // this entry takes the path over from any earlier one
+    this.owners.delete(rel);
     switch (h.type) {
       case 'directory': {
         body.resume();
@@ -483,7 +498,7 @@ class LayerWriter {
         await this.clearFor(rel, false);
         const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
         const mode = ((h.mode ?? 0o644) & 0o7777).toString(8);
-        this.defer({ kind: 'device', dir: parentRel, rel, line: `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi` });
+        this.defer({ kind: 'device', dir: parentRel, rel, owner: this.ownerOf(rel), line: `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi` });
         break;
       }
       default:
@@ -522,6 +537,7 @@ class LayerWriter {
     const devices: string[] = [];
     for (const op of this.deferred) {
       await turns.step();
+      if (op.kind !== 'opaque' && this.owners.get(op.rel) !== op.owner) continue;
       if (!this.realDir(op.dir, cache)) continue;
       if (op.kind === 'xattr') xattrs.push(op);
       else if (op.kind === 'opaque') opaque.push(op.rel);
@@ -530,7 +546,7 @@ class LayerWriter {
     // in the layer's order: its device nodes exist before whiteouts are placed (a whiteout never replaces what
     // the layer itself has) and before xattrs are set on them
     if (devices.length > 0) {
-      const res = await run('sh', ['-s'], { input: devices.join('\n') + '\n', timeoutMs: 120_000 + 5 * devices.length });
+      const res = await run('sh', ['-s'], { input: devices.join('\n') + '\n', timeoutMs: 120_000 + 5 * devices.length, signal });
       for (const line of res.stdout.split('\n')) if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
     }
     for (const rel of this.whiteouts) {
@@ -542,11 +558,11 @@ class LayerWriter {
       if (!st) whiteouts.push(rel);
       else if (st.isDirectory()) opaque.push(rel);
     }
-    await this.createWhiteouts(whiteouts);
-    const opaqueFailed = await this.setXattrs(opaque.map((rel) => ({ rel, name: 'trusted.overlay.opaque', value: Buffer.from('y') })));
+    await this.createWhiteouts(whiteouts, signal);
+    const opaqueFailed = await this.setXattrs(opaque.map((rel) => ({ rel, name: 'trusted.overlay.opaque', value: Buffer.from('y') })), signal);
     if (opaqueFailed) throw internal(`could not mark directories opaque (trusted.overlay.opaque): ${opaqueFailed}`, { path: this.dest });
     // as tar and containerd do: an xattr the file system refuses (security.* under a policy, user.* on a symlink) is skipped
-    await this.setXattrs(xattrs);
+    await this.setXattrs(xattrs, signal);
     // directory mtimes last: creating their children changed them
     for (const d of this.dirTimes.reverse()) {
       await turns.step();
@@ -558,10 +574,10 @@ class LayerWriter {
    * Overlay whiteouts (0/0 character devices), all in one `tar -x` (a process per mknod cost ~1.5 ms each),
    * fed archives of a thousand entries at a time (-i reads them back to back) so memory stays flat.
    */
-  private async createWhiteouts(rels: string[]): Promise<void> {
+  private async createWhiteouts(rels: string[], signal?: AbortSignal): Promise<void> {
     if (rels.length === 0) return;
     const input = Readable.from(whiteoutArchives(rels), { objectMode: false });
-    const res = await run('tar', ['-x', '-i', '-f', '-', '-C', this.dest], { input, timeoutMs: 120_000 + 5 * rels.length });
+    const res = await run('tar', ['-x', '-i', '-f', '-', '-C', this.dest], { input, timeoutMs: 120_000 + 5 * rels.length, signal });
     if (res.code !== 0) throw internal(`could not create ${rels.length} overlay whiteouts: ${(res.stderr.trim() || `tar exit ${res.code ?? res.signal}`).slice(0, 300)}`, { path: this.dest });
   }
 
@@ -569,10 +585,10 @@ class LayerWriter {
    * Sets xattrs with one `setfattr --restore` (getfattr's dump format; -h: a symlink's own xattrs, never its
    * target's). Returns setfattr's complaint when any failed, '' when all were set.
    */
-  private async setXattrs(attrs: { rel: string; name: string; value: Buffer }[]): Promise<string> {
+  private async setXattrs(attrs: { rel: string; name: string; value: Buffer }[], signal?: AbortSignal): Promise<string> {
     if (attrs.length === 0) return '';
     const dump = attrs.map((a) => `# file: ${dumpQuote(Buffer.from(this.abs(a.rel)))}\n${dumpQuote(Buffer.from(a.name))}=0x${a.value.toString('hex')}\n\n`).join('');
-    const res = await run('setfattr', ['-h', '--restore=-'], { input: dump, timeoutMs: 120_000 + attrs.length });
+    const res = await run('setfattr', ['-h', '--restore=-'], { input: dump, timeoutMs: 120_000 + attrs.length, signal });
     return res.code === 0 ? '' : (res.stderr.trim() || `setfattr exit ${res.code ?? res.signal}`).slice(0, 300);
   }
 }

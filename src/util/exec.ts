@@ -3,7 +3,7 @@
 // descendants may keep stdout open: use files or 'ignore' for those (see src/oci).
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { deadlineExceeded, internal } from '../errors.js';
+import { deadlineExceeded, internal, cancelled } from '../errors.js';
 
 export interface RunOptions {
   timeoutMs?: number;
@@ -11,6 +11,8 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   /** Written to stdin; a stream is piped (its memory stays bounded however much it sends). */
   input?: string | Buffer | Readable;
+  /** The caller gave up: the command's process group is killed and run rejects with the signal's reason. */
+  signal?: AbortSignal;
   /** Output beyond this is dropped (the command still runs to the end). */
   maxOutputBytes?: number;
 }
@@ -40,6 +42,8 @@ export function outputDrained(streams: (NodeJS.ReadableStream & { readableEnded:
 /** Runs a command to completion; never rejects on a non-zero exit (see runChecked). */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const { timeoutMs = 30_000, maxOutputBytes = 4 * 1024 * 1024 } = opts;
+  const { signal } = opts;
+  if (signal?.aborted) return Promise.reject(abortError(signal));
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -55,30 +59,45 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       errLen += b.length;
     });
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
+    let aborted = false;
+    const killGroup = () => {
       try {
         process.kill(-child.pid!, 'SIGKILL');
       } catch {
         child.kill('SIGKILL');
       }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
     }, timeoutMs);
+    const onAbort = () => {
+      aborted = true;
+      killGroup();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     child.once('error', (e) => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       reject(internal(`cannot run ${cmd}: ${e.message}`, { command: cmd }, e));
     });
     // 'exit', not 'close': a grandchild holding the pipes must not keep us waiting.
     const drained = outputDrained([child.stdout, child.stderr]);
-    child.once('exit', (code, signal) => {
+    child.once('exit', (code, exitSignal) => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       void drained(OUTPUT_GRACE_MS).then(() => {
         child.stdout.destroy();
         child.stderr.destroy();
+        if (aborted && signal) {
+          reject(abortError(signal));
+          return;
+        }
         if (timedOut) {
           reject(deadlineExceeded(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms`, { command: cmd }));
           return;
         }
-        resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+        resolve({ code, signal: exitSignal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
       });
     });
     child.stdin.on('error', () => undefined);
@@ -96,4 +115,9 @@ export async function runChecked(cmd: string, args: readonly string[], opts: Run
     throw internal(`${cmd} ${args.slice(0, 3).join(' ')} failed: ${why}`, { command: cmd });
   }
   return res;
+}
+
+function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : cancelled('the command was cancelled');
 }

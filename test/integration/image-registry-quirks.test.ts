@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { daemonsPerTest, makeScratchDir, type TestDaemon } from '../helpers/daemon.js';
+import { daemonsPerTest, makeScratchDir, runCli, type TestDaemon } from '../helpers/daemon.js';
 import { image, layer, layerFromTar, tarOf, type BuiltImage, type Blob } from '../helpers/images.js';
 import { imageCall } from '../../src/cli/client.js';
 import type { AuthConfig } from '../../src/gen/runtime/v1/AuthConfig.js';
@@ -392,6 +392,25 @@ describe('a pull whose client goes away', () => {
     expect((await impatient).code).toBe(status.DEADLINE_EXCEEDED);
     await until('the daemon to drop the stalled download', () => stalled!.destroyed || stalled!.socket?.destroyed !== false);
     expect((await patient).image_ref).toBe(img.config.digest);
+  });
+
+  it('skiff -t 1s pull gives up after a second, and the daemon stops the download', async () => {
+    let stalled: ServerResponse | undefined;
+    const s = await server(
+      registryRoute(img, (b, _req, res) => {
+        res.writeHead(200, { 'content-length': b.size });
+        res.write(b.data.subarray(0, 1000));
+        if (b.digest === img.layers[0].digest) stalled = res;
+        else res.end(b.data.subarray(1000));
+      }),
+    );
+    const d = await daemon();
+    const started = Date.now();
+    const r = await runCli(['-r', d.socket, '-t', '1s', 'pull', '--no-progress', `${s.host}/x/y:v1`]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/deadline/i);
+    expect(Date.now() - started).toBeLessThan(8000);
+    await until('the daemon to drop the stalled download', () => stalled !== undefined && (stalled.destroyed || stalled.socket?.destroyed !== false));
   });
 
   it('stops unpacking, keeps nothing of the layer, and records no image', async () => {

@@ -243,6 +243,34 @@ describe('xattrs are applied byte for byte', () => {
     expect(dump).toContain(`user.bin=0x${bin.toString('hex')}`);
   });
 
+  it('an xattr belongs to its entry: a later entry at the same path does not get it', async () => {
+    const cap = Buffer.from('0100000200200000000000000000000000000000', 'hex');
+    const body = (t: Buffer) => t.subarray(0, -1024); // without the end-of-archive blocks, to chain them
+    // each of g, d and s first comes with an xattr, then again as an entry without one (a file, a
+    // directory, a symlink): GNU tar leaves all three without the earlier xattr
+    const tar = Buffer.concat([
+      body(await tarWithPax([['SCHILY.xattr.security.capability', cap]], ['g'])),
+      body(await tarWithPax([['SCHILY.xattr.trusted.was', Buffer.from('here')]], ['d'])),
+      body(await tarWithPax([['SCHILY.xattr.trusted.was', Buffer.from('here')]], ['s'])),
+      await tarOf([{ name: 'g', content: 'plain' }, { name: 'd/', type: 'directory' }, { name: 's', type: 'symlink', linkname: 'g' }]),
+    ]);
+    await unpackLayer(Readable.from([tar]), dest);
+    for (const name of ['g', 'd', 's']) expect(spawnSync('getfattr', ['-h', '-d', '-m', '-', join(dest, name)], { encoding: 'utf8' }).stdout, name).toBe('');
+    expect(await readFile(join(dest, 'g'), 'utf8')).toBe('plain');
+  });
+
+  it('counts pax records as tar-stream reads them (a length like "11x" is 11)', async () => {
+    // tar-stream parses the length with parseInt: a parser that stopped at "11x" would count one record
+    const records = [Buffer.from('11x a=bcde\n'), ...Array.from({ length: 600 }, (_, i) => paxRecord(`k${i}`, Buffer.from('v')))];
+    const tar = await tarOf([{ name: 'PaxHeader', content: Buffer.concat(records) }, { name: 'f', content: 'x' }]);
+    tar[156] = 'g'.charCodeAt(0);
+    tar.fill(0x20, 148, 156);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += tar[i];
+    tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    await expect(unpackLayer(Readable.from([tar]), dest)).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument' }));
+  });
+
   it('refuses pax headers with too many records or too many bytes, global ones included', async () => {
     const many: [string, Buffer][] = Array.from({ length: 5000 }, (_, i) => [`SCHILY.xattr.trusted.overlay.k${i}`, Buffer.from('v')]);
     for (const type of ['x', 'g'] as const) {

@@ -6,6 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConmonSync } from '../../src/oci/conmon-sync.js';
 import { isMountPoint } from '../../src/util/mountinfo.js';
+import { run } from '../../src/util/exec.js';
+import { cancelled } from '../../src/errors.js';
+import { Readable } from 'node:stream';
 
 describe('parseConmonSync', () => {
   it('reads data (api v1), pid as a fallback, and the message', () => {
@@ -30,5 +33,22 @@ describe('isMountPoint', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('run', () => {
+  it('kills the command (and what it started) when its signal fires, and rejects with the reason', async () => {
+    const ac = new AbortController();
+    const started = Date.now();
+    const p = run('sh', ['-c', 'sleep 30 & sleep 30; echo never'], { timeoutMs: 60_000, signal: ac.signal });
+    setTimeout(() => ac.abort(cancelled('the caller went away')), 100);
+    await expect(p).rejects.toEqual(expect.objectContaining({ kind: 'cancelled' }));
+    expect(Date.now() - started).toBeLessThan(10_000);
+    await expect(run('true', [], { signal: AbortSignal.abort(cancelled('already')) })).rejects.toEqual(expect.objectContaining({ kind: 'cancelled' }));
+  });
+
+  it('pipes a stream into the command', async () => {
+    const res = await run('wc', ['-c'], { input: Readable.from([Buffer.alloc(3 << 20, 1)]) });
+    expect(res.stdout.trim()).toBe(String(3 << 20));
   });
 });

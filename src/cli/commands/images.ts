@@ -107,7 +107,7 @@ export function registerImages(program: Command, cli: CliContext): void {
       const stop = opts.progress ? watchProgress(client, image, opts.runtimeHandler, process.stderr.isTTY === true) : undefined;
       try {
         // pulls take long: no per-call timeout unless the user set one explicitly
-        const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth }, 0);
+        const res = await imageCall(client, 'PullImage', { image: { image, runtime_handler: opts.runtimeHandler, annotations: annotations(opts.annotation) }, auth }, cli.explicitTimeoutMs());
         stop?.(await pulledLayers(client, res.image_ref, opts.runtimeHandler));
         cli.print(`Image is up to date for ${res.image_ref}`);
       } finally {
