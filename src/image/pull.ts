@@ -10,7 +10,8 @@ import type { SnapshotStore } from './snapshots.js';
 import { chainIds as computeChainIds } from './snapshots.js';
 import { RegistryClient, RangeNotSatisfiableError, UnexpectedStatusError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
 import { DigestMismatchError, type Ingest } from './content-store.js';
-import { rm, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { removeTree } from '../util/fs.js';
 import { parseManifest, choosePlatform, parseConfig, MANIFEST_ACCEPT, hostPlatform, type ImageManifest, type Platform, type Descriptor } from './manifest.js';
 import { invalidArgument, unavailable, SkiffError, errorMessage } from '../errors.js';
 import type { ImageReference } from './reference.js';
@@ -150,7 +151,7 @@ async function fetchBlob(job: PullJob, client: RegistryClient, digest: string, s
 }
 
 async function emptyDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
+  await removeTree(dir);
   await mkdir(dir, { mode: 0o755 });
 }
 

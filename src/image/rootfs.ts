@@ -4,7 +4,8 @@
 // so `mount` runs with its cwd in the snapshot store and lowerdirs are short relative paths ("12/fs").
 // Each rootfs has a small JSON record (handler, image, snapshot chain IDs) so image GC never removes a
 // snapshot a container still uses, also across daemon restarts.
-import { mkdir, rm, readFile, readdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { removeTree } from '../util/fs.js';
 import { join } from 'node:path';
 import { writeJsonAtomic } from '../store/atomic.js';
 import { run, runChecked } from '../util/exec.js';
@@ -80,7 +81,7 @@ export class RootfsStore {
       const res = await run('umount', [merged], { timeoutMs: 30_000 });
       if (res.code !== 0) await runChecked('umount', ['-l', merged], { timeoutMs: 30_000 });
     }
-    await rm(dir, { recursive: true, force: true });
+    await removeTree(dir);
     return rec;
   }
 

@@ -2,7 +2,8 @@
 // is `snapshots/<n>/fs` plus `snapshots/<n>/meta.json` naming its chain ID. Short numeric directory names
 // keep overlay mount options small (see rootfs.ts). A snapshot is unpacked into `snapshots/.tmp-*` and
 // renamed into place when complete, so a crash never leaves a half-unpacked snapshot that looks finished.
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename } from 'node:fs/promises';
+import { removeTree } from '../util/fs.js';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeJsonAtomic, fsyncDir } from '../store/atomic.js';
@@ -40,7 +41,7 @@ export class SnapshotStore {
     for (const name of await readdir(this.dir)) {
       const path = join(this.dir, name);
       if (name.startsWith('.tmp-')) {
-        await rm(path, { recursive: true, force: true });
+        await removeTree(path);
         continue;
       }
       if (!/^\d+$/.test(name)) continue;
@@ -50,7 +51,7 @@ export class SnapshotStore {
         this.byChain.set(meta.chainId, { ...meta, id: name });
       } catch (err) {
         warn(`snapshot ${name} has no readable meta.json (${errorMessage(err)}); removing it`);
-        await rm(path, { recursive: true, force: true });
+        await removeTree(path);
       }
     }
   }
@@ -88,7 +89,7 @@ export class SnapshotStore {
         this.byChain.set(chainId, snap);
         return snap;
       } catch (err) {
-        await rm(tmp, { recursive: true, force: true });
+        await removeTree(tmp);
         throw err;
       }
     }, signal);
@@ -102,7 +103,7 @@ export class SnapshotStore {
       // rename first so a crash mid-delete leaves a .tmp- dir that init() removes, not a torn snapshot
       const doomed = join(this.dir, `.tmp-rm-${s.id}`);
       await rename(join(this.dir, s.id), doomed);
-      await rm(doomed, { recursive: true, force: true });
+      await removeTree(doomed);
     });
   }
 }

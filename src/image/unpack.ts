@@ -19,7 +19,8 @@
 // counted, names are capped at PATH_MAX and xattrs per entry at XATTR_SIZE_MAX.
 import { createGunzip } from 'node:zlib';
 import { spawn } from 'node:child_process';
-import { open, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { removeTree } from '../util/fs.js';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { createReadStream, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, unlinkSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
@@ -359,7 +360,7 @@ class LayerWriter {
     }
     if (isDir) return true;
     // a whole tree (the layer may have put many files there): removed asynchronously, not in one long call
-    await rm(this.abs(rel), { recursive: true, force: true });
+    await removeTree(this.abs(rel));
     this.safeDirs.removeTree(rel);
     return false;
   }

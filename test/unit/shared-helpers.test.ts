@@ -1,7 +1,9 @@
 // Helpers two areas share: conmon's sync message (create and exec) and the mount point check (pods and
 // image rootfs).
 import { describe, it, expect } from 'vitest';
-import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, mkdir, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { removeTree, pathExists } from '../../src/util/fs.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConmonSync } from '../../src/oci/conmon-sync.js';
@@ -50,5 +52,29 @@ describe('run', () => {
   it('pipes a stream into the command', async () => {
     const res = await run('wc', ['-c'], { input: Readable.from([Buffer.alloc(3 << 20, 1)]) });
     expect(res.stdout.trim()).toBe(String(3 << 20));
+  });
+});
+
+describe('removeTree', () => {
+  it('removes a tree, is fine with nothing there, and never reaches into a mount inside it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'skiff-rmtree-'));
+    try {
+      await mkdir(join(dir, 'a/b/c'), { recursive: true });
+      await writeFile(join(dir, 'a/b/c/f'), 'x');
+      await removeTree(join(dir, 'a'));
+      expect(await pathExists(join(dir, 'a'))).toBe(false);
+      await removeTree(join(dir, 'never-there'));
+      await mkdir(join(dir, 'held/mnt'), { recursive: true });
+      expect(spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', join(dir, 'held/mnt')]).status).toBe(0);
+      try {
+        await writeFile(join(dir, 'held/mnt/precious'), 'keep');
+        await expect(removeTree(join(dir, 'held'))).rejects.toThrow(/could not remove/);
+        expect(await pathExists(join(dir, 'held/mnt/precious'))).toBe(true);
+      } finally {
+        spawnSync('umount', [join(dir, 'held/mnt')]);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
