@@ -22,7 +22,7 @@ import { spawn } from 'node:child_process';
 import { open } from 'node:fs/promises';
 import { removeTree } from '../util/fs.js';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { createReadStream, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, unlinkSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
+import { createReadStream, openSync, writeSync, closeSync, fchownSync, fchmodSync, futimesSync, mkdirSync, symlinkSync, linkSync, lstatSync, unlinkSync, rmdirSync, chmodSync, lchownSync, lutimesSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable, Transform } from 'node:stream';
@@ -182,6 +182,7 @@ interface ExtractInternals {
   _decodeLongHeader(buf: Buffer): void;
   _header: { type?: string | null } | null;
   _pax: object | null;
+  _paxGlobal: object | null;
 }
 
 /**
@@ -198,6 +199,9 @@ function keepRawXattrs(ex: object): void {
     const type = inner._header?.type;
     const raw = type === 'pax-header' || type === 'pax-global-header' ? paxXattrs(buf) : undefined;
     decode(buf);
+    // what tar-stream decoded decides (its reading of odd lengths, "-N" included, differs from ours)
+    const decoded = type === 'pax-global-header' ? inner._paxGlobal : type === 'pax-header' ? inner._pax : null;
+    if (decoded && Object.keys(decoded).length > MAX_PAX_RECORDS) throw invalidArgument(`layer has a pax header with more than ${MAX_PAX_RECORDS} records: refused`);
     if (type === 'pax-global-header' && raw) globalXattrs = raw;
     else if (type === 'pax-header' && raw && inner._pax) rawXattrs.set(inner._pax, new Map([...globalXattrs, ...raw]));
   };
@@ -265,10 +269,11 @@ class Turns {
 }
 
 /** Work left for the end of a layer; `dir` must then still be a real directory of the layer. */
-type Deferred =
-  | { kind: 'xattr'; dir: string; rel: string; owner: object; name: string; value: Buffer }
-  | { kind: 'opaque'; dir: string; rel: string }
-  | { kind: 'device'; dir: string; rel: string; owner: object; line: string };
+type Deferred = { dir: string; rel: string; seq?: number } & (
+  | { kind: 'xattr'; owner: object; name: string; value: Buffer }
+  | { kind: 'opaque' }
+  | { kind: 'device'; owner: object; line: string }
+);
 
 class LayerWriter {
   private readonly safeDirs = new SafeDirs();
@@ -285,6 +290,14 @@ class LayerWriter {
    * replaces its file).
    */
   private readonly owners = new Map<string, object>();
+  /** The xattrs deferred for a path by its current owner (a hardlink to it gets them too). */
+  private readonly xattrsOf = new Map<string, Extract<Deferred, { kind: 'xattr' }>[]>();
+  /**
+   * Directories this layer removed (replaced by a non-directory), with the step they went at: what was
+   * deferred below one before that step went with it, even if the directory is created again later.
+   */
+  private readonly removedDirs = new Map<string, number>();
+  private steps = 0;
   /** Paths whited out by this layer; applied at the end since they only hide what lower layers have. */
   private readonly whiteouts = new Set<string>();
   readonly skippedDevices: string[] = [];
@@ -308,6 +321,12 @@ class LayerWriter {
     this.safeDirs.add(rel);
   }
 
+  /** Hands `rel` to a new entry: what earlier entries deferred for it is dropped. */
+  private takeOver(rel: string): void {
+    this.owners.delete(rel);
+    this.xattrsOf.delete(rel);
+  }
+
   private ownerOf(rel: string): object {
     let owner = this.owners.get(rel);
     if (!owner) this.owners.set(rel, (owner = {}));
@@ -321,7 +340,13 @@ class LayerWriter {
   private defer(op: Deferred): void {
     this.countOp();
     this.keep(op.dir.length + op.rel.length + (op.kind === 'xattr' ? op.name.length + op.value.length : op.kind === 'device' ? op.line.length : 0));
+    op.seq = this.steps;
     this.deferred.push(op);
+    if (op.kind === 'xattr') {
+      let list = this.xattrsOf.get(op.rel);
+      if (!list) this.xattrsOf.set(op.rel, (list = []));
+      list.push(op);
+    }
   }
 
   private abs(rel: string): string {
@@ -359,9 +384,10 @@ class LayerWriter {
       return false;
     }
     if (isDir) return true;
-    // a whole tree (the layer may have put many files there): removed asynchronously, not in one long call
-    await removeTree(this.abs(rel));
+    // an empty one at once; a whole tree (the layer may have put many files there) by one `rm` process
+    if (!tryRemoveEmptyDir(this.abs(rel))) await removeTree(this.abs(rel));
     this.safeDirs.removeTree(rel);
+    this.removedDirs.set(rel, ++this.steps);
     return false;
   }
 
@@ -448,13 +474,18 @@ class LayerWriter {
     }
     const rel = parts.join('/');
     const path = this.abs(rel);
-    // this entry takes the path over from any earlier one
-    this.owners.delete(rel);
+    this.steps++;
+    // this entry takes the path over from any earlier one, except a directory declared again (it is kept,
+    // with what was deferred for it) and a hardlink to itself
+    if (h.type !== 'directory' && h.type !== 'link') this.takeOver(rel);
     switch (h.type) {
       case 'directory': {
         body.resume();
         // try first, look only on EEXIST: most entries are new paths
-        if (!tryCreate(() => mkdirSync(path, { mode: 0o700 })) && !(await this.clearFor(rel, true))) mkdirSync(path, { mode: 0o700 });
+        const created = tryCreate(() => mkdirSync(path, { mode: 0o700 }));
+        const kept = !created && (await this.clearFor(rel, true));
+        if (!kept) this.takeOver(rel);
+        if (!created && !kept) mkdirSync(path, { mode: 0o700 });
         this.addSafeDir(rel);
         this.meta(path, h, false);
         this.keep(rel.length);
@@ -488,8 +519,11 @@ class LayerWriter {
         if (!st) throw invalidArgument(`layer hardlink "${h.name}" points at "${h.linkname}", which is not in this layer`);
         if (st.isDirectory()) throw invalidArgument(`layer hardlink "${h.name}" points at a directory`);
         if (tpath === path) break;
+        this.takeOver(rel);
         await this.clearFor(rel, false);
         linkSync(tpath, path);
+        // the same inode: the xattrs its first name deferred are the link's too, whatever later replaces that name
+        for (const op of this.xattrsOf.get(target.join('/')) ?? []) this.defer({ ...op, dir: parentOf(rel), rel, owner: this.ownerOf(rel) });
         break;
       }
       case 'character-device':
@@ -510,23 +544,15 @@ class LayerWriter {
     this.xattrs(rel, h);
   }
 
+  /** The last step at which rel or one of its parents was removed (0: never). */
+  private lastRemoval(rel: string, memo: Map<string, number>): number {
+    if (this.removedDirs.size === 0) return 0;
+    return foldAncestors(rel, memo, 0, (last, dir) => Math.max(last, this.removedDirs.get(dir) ?? 0));
+  }
+
   /** Whether rel and all its parents are still real directories (not symlinks) of this layer. */
   private realDir(rel: string, cache: Map<string, boolean>): boolean {
-    // the nearest ancestor already looked at decides for those below it: each directory is looked at once,
-    // so thousands of operations deep down a tree cost no more than near its root
-    const unknown: string[] = [];
-    let cur = rel;
-    let known: boolean | undefined;
-    while (cur !== '' && (known = cache.get(cur)) === undefined) {
-      unknown.push(cur);
-      cur = parentOf(cur);
-    }
-    let ok = cur === '' ? true : known === true;
-    for (let i = unknown.length - 1; i >= 0; i--) {
-      ok = ok && lstatOrUndefined(this.abs(unknown[i]))?.isDirectory() === true;
-      cache.set(unknown[i], ok);
-    }
-    return ok;
+    return foldAncestors(rel, cache, true, (ok, dir) => ok && lstatOrUndefined(this.abs(dir))?.isDirectory() === true);
   }
 
   async finish(signal?: AbortSignal): Promise<void> {
@@ -536,9 +562,11 @@ class LayerWriter {
     const opaque: string[] = [];
     const xattrs: { rel: string; name: string; value: Buffer }[] = [];
     const devices: string[] = [];
+    const removedAt = new Map<string, number>();
     for (const op of this.deferred) {
       await turns.step();
       if (op.kind !== 'opaque' && this.owners.get(op.rel) !== op.owner) continue;
+      if (this.lastRemoval(op.dir, removedAt) > (op.seq ?? 0)) continue;
       if (!this.realDir(op.dir, cache)) continue;
       if (op.kind === 'xattr') xattrs.push(op);
       else if (op.kind === 'opaque') opaque.push(op.rel);
@@ -620,6 +648,17 @@ function dumpQuote(b: Buffer): string {
   return out;
 }
 
+/** Removes an empty directory; false when it is not empty. */
+function tryRemoveEmptyDir(path: string): boolean {
+  try {
+    rmdirSync(path);
+    return true;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOTEMPTY' || errnoCode(err) === 'EEXIST') return false;
+    throw err;
+  }
+}
+
 /** Runs a create call; false when something already exists at the path (EEXIST), other errors thrown. */
 function tryCreate(create: () => void): boolean {
   try {
@@ -639,6 +678,27 @@ function lstatOrUndefined(path: string): Stats | undefined {
     if (errnoCode(err) === 'ENOENT' || errnoCode(err) === 'ENOTDIR') return undefined;
     throw err;
   }
+}
+
+/**
+ * Folds `step` over rel's ancestors from the root down to rel, remembering each directory's result in `memo`:
+ * the nearest ancestor already seen decides for those below it, so each directory is looked at once and
+ * thousands of operations deep down a tree cost no more than near its root.
+ */
+function foldAncestors<T>(rel: string, memo: Map<string, T>, atRoot: T, step: (above: T, dir: string) => T): T {
+  const unknown: string[] = [];
+  let cur = rel;
+  let known: T | undefined;
+  while (cur !== '' && (known = memo.get(cur)) === undefined) {
+    unknown.push(cur);
+    cur = parentOf(cur);
+  }
+  let acc = cur === '' || known === undefined ? atRoot : known;
+  for (let i = unknown.length - 1; i >= 0; i--) {
+    acc = step(acc, unknown[i]);
+    memo.set(unknown[i], acc);
+  }
+  return acc;
 }
 
 function parentOf(rel: string): string {

@@ -60,6 +60,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     });
     let timedOut = false;
     let aborted = false;
+    let inputError: Error | undefined;
     const killGroup = () => {
       try {
         process.kill(-child.pid!, 'SIGKILL');
@@ -93,6 +94,10 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
           reject(abortError(signal));
           return;
         }
+        if (inputError) {
+          reject(internal(`writing to ${cmd} failed: ${inputError.message}`, { command: cmd }, inputError));
+          return;
+        }
         if (timedOut) {
           reject(deadlineExceeded(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms`, { command: cmd }));
           return;
@@ -103,7 +108,14 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     child.stdin.on('error', () => undefined);
     const input = opts.input ?? '';
     if (typeof input === 'string' || Buffer.isBuffer(input)) child.stdin.end(input);
-    else input.pipe(child.stdin);
+    else {
+      // a failing input would otherwise be an unhandled 'error' (the daemon exits) and leave stdin open
+      input.once('error', (e) => {
+        inputError = e;
+        killGroup();
+      });
+      input.pipe(child.stdin);
+    }
   });
 }
 

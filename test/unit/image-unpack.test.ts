@@ -220,8 +220,13 @@ function paxRecord(key: string, value: Buffer): Buffer {
 }
 
 /** A tar whose first entry is a pax header (typeflag `g` global or `x` local) with raw records, then `files`. */
-async function tarWithPax(records: [string, Buffer][], files: string[], type: 'x' | 'g' = 'x'): Promise<Buffer> {
-  const tar = await tarOf([{ name: 'PaxHeader', content: Buffer.concat(records.map(([k, v]) => paxRecord(k, v))) }, ...files.map((name) => ({ name, content: 'x' }))]);
+function tarWithPax(records: [string, Buffer][], files: string[], type: 'x' | 'g' = 'x'): Promise<Buffer> {
+  return tarWithRawPax(Buffer.concat(records.map(([k, v]) => paxRecord(k, v))), files, type);
+}
+
+/** As tarWithPax, with the header's body given byte for byte (malformed lengths included). */
+async function tarWithRawPax(body: Buffer, files: string[], type: 'x' | 'g'): Promise<Buffer> {
+  const tar = await tarOf([{ name: 'PaxHeader', content: body }, ...files.map((name) => ({ name, content: 'x' }))]);
   // tar-stream's packer writes no raw pax headers: turn the first entry into one and fix its checksum
   tar[156] = type.charCodeAt(0);
   tar.fill(0x20, 148, 156);
@@ -259,15 +264,39 @@ describe('xattrs are applied byte for byte', () => {
     expect(await readFile(join(dest, 'g'), 'utf8')).toBe('plain');
   });
 
+  it('a directory declared again keeps its xattrs; a hardlink keeps those of the file it links', async () => {
+    const body = (t: Buffer) => t.subarray(0, -1024);
+    const tar = Buffer.concat([
+      body(await tarWithPax([['SCHILY.xattr.trusted.was', Buffer.from('dir')]], [])),
+      body(await tarOf([{ name: 'd/', type: 'directory' }])),
+      body(await tarWithPax([['SCHILY.xattr.trusted.was', Buffer.from('file')]], ['a'])),
+      body(await tarWithPax([['SCHILY.xattr.trusted.self', Buffer.from('linked')]], ['s'])),
+      await tarOf([{ name: 'd/', type: 'directory' }, { name: 'b', type: 'link', linkname: 'a' }, { name: 's', type: 'link', linkname: 's' }, { name: 'a', content: 'new a' }]),
+    ]);
+    await unpackLayer(Readable.from([tar]), dest);
+    const attr = (name: string, key: string) => spawnSync('getfattr', ['-n', key, '--only-values', join(dest, name)], { encoding: 'utf8' }).stdout;
+    expect(attr('d', 'trusted.was')).toBe('dir');
+    expect(attr('b', 'trusted.was')).toBe('file');
+    expect(attr('a', 'trusted.was')).toBe('');
+    expect(attr('s', 'trusted.self')).toBe('linked');
+  });
+
+  it('what was deferred under a directory goes with it when the directory is replaced', async () => {
+    await apply([{ name: 'd/', type: 'directory' }, { name: 'd/p', type: 'fifo' }, { name: 'd', content: 'file' }, { name: 'd/', type: 'directory' }]);
+    expect(await readdir(join(dest, 'd'))).toEqual([]);
+  });
+
+  it('a negative pax length does not hide records from the cap', async () => {
+    // tar-stream reads "-N" as "the last N bytes": a header whose first record says so is all decoded
+    const records = Buffer.concat(Array.from({ length: 600 }, (_, i) => paxRecord(`k${i}`, Buffer.from('v'))));
+    const tar = await tarWithRawPax(Buffer.concat([Buffer.from(`-${records.length} a=b\n`), records]), ['f'], 'g');
+    await expect(unpackLayer(Readable.from([tar]), dest)).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument' }));
+  });
+
   it('counts pax records as tar-stream reads them (a length like "11x" is 11)', async () => {
     // tar-stream parses the length with parseInt: a parser that stopped at "11x" would count one record
     const records = [Buffer.from('11x a=bcde\n'), ...Array.from({ length: 600 }, (_, i) => paxRecord(`k${i}`, Buffer.from('v')))];
-    const tar = await tarOf([{ name: 'PaxHeader', content: Buffer.concat(records) }, { name: 'f', content: 'x' }]);
-    tar[156] = 'g'.charCodeAt(0);
-    tar.fill(0x20, 148, 156);
-    let sum = 0;
-    for (let i = 0; i < 512; i++) sum += tar[i];
-    tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    const tar = await tarWithRawPax(Buffer.concat(records), ['f'], 'g');
     await expect(unpackLayer(Readable.from([tar]), dest)).rejects.toEqual(expect.objectContaining({ kind: 'invalid_argument' }));
   });
 

@@ -78,3 +78,14 @@ describe('removeTree', () => {
     }
   });
 });
+
+describe('run with a stream as input', () => {
+  it('a stream that fails ends the command and rejects, and nothing is left unhandled', async () => {
+    const failing = new Readable({
+      read() {
+        this.destroy(new Error('input broke'));
+      },
+    });
+    await expect(run('cat', [], { input: failing, timeoutMs: 20_000 })).rejects.toThrow(/input broke/);
+  });
+});
