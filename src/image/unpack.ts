@@ -200,8 +200,10 @@ function keepRawXattrs(ex: object): void {
     const raw = type === 'pax-header' || type === 'pax-global-header' ? paxXattrs(buf) : undefined;
     decode(buf);
     // what tar-stream decoded decides (its reading of odd lengths, "-N" included, differs from ours)
+    // (an entry's header comes merged with the global one's records: only its own count against it)
     const decoded = type === 'pax-global-header' ? inner._paxGlobal : type === 'pax-header' ? inner._pax : null;
-    if (decoded && Object.keys(decoded).length > MAX_PAX_RECORDS) throw invalidArgument(`layer has a pax header with more than ${MAX_PAX_RECORDS} records: refused`);
+    const inherited = type === 'pax-header' && inner._paxGlobal ? Object.keys(inner._paxGlobal).length : 0;
+    if (decoded && Object.keys(decoded).length - inherited > MAX_PAX_RECORDS) throw invalidArgument(`layer has a pax header with more than ${MAX_PAX_RECORDS} records: refused`);
     if (type === 'pax-global-header' && raw) globalXattrs = raw;
     else if (type === 'pax-header' && raw && inner._pax) rawXattrs.set(inner._pax, new Map([...globalXattrs, ...raw]));
   };
@@ -269,15 +271,24 @@ class Turns {
 }
 
 /** Work left for the end of a layer; `dir` must then still be a real directory of the layer. */
+/** A fifo or device node as mknod makes it. */
+interface DeviceNode {
+  /** mknod's type and numbers: `p`, `c 1 3`, `b 8 0` */
+  spec: string;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
 type Deferred = { dir: string; rel: string; seq?: number } & (
   | { kind: 'xattr'; owner: object; name: string; value: Buffer }
   | { kind: 'opaque' }
-  | { kind: 'device'; owner: object; line: string }
+  | { kind: 'device'; owner: object; node: DeviceNode }
 );
 
 class LayerWriter {
   private readonly safeDirs = new SafeDirs();
-  private readonly dirTimes: { rel: string; mtime: Date }[] = [];
+  private readonly dirTimes: { rel: string; mtime: Date; seq: number }[] = [];
   /**
    * xattrs, opaque markers and device nodes (Node has no setxattr or mknod), applied at the end in a few
    * batched commands. A later entry may have replaced an op's directory (or a parent) with a symlink: the
@@ -292,6 +303,8 @@ class LayerWriter {
   private readonly owners = new Map<string, object>();
   /** The xattrs deferred for a path by its current owner (a hardlink to it gets them too). */
   private readonly xattrsOf = new Map<string, Extract<Deferred, { kind: 'xattr' }>[]>();
+  /** The fifo or device node deferred for a path by its current owner (a hardlink to it gets one too). */
+  private readonly nodeOf = new Map<string, DeviceNode>();
   /**
    * Directories this layer removed (replaced by a non-directory), with the step they went at: what was
    * deferred below one before that step went with it, even if the directory is created again later.
@@ -325,6 +338,7 @@ class LayerWriter {
   private takeOver(rel: string): void {
     this.owners.delete(rel);
     this.xattrsOf.delete(rel);
+    this.nodeOf.delete(rel);
   }
 
   private ownerOf(rel: string): object {
@@ -339,7 +353,7 @@ class LayerWriter {
 
   private defer(op: Deferred): void {
     this.countOp();
-    this.keep(op.dir.length + op.rel.length + (op.kind === 'xattr' ? op.name.length + op.value.length : op.kind === 'device' ? op.line.length : 0));
+    this.keep(op.dir.length + op.rel.length + (op.kind === 'xattr' ? op.name.length + op.value.length : op.kind === 'device' ? op.node.spec.length : 0));
     op.seq = this.steps;
     this.deferred.push(op);
     if (op.kind === 'xattr') {
@@ -347,6 +361,7 @@ class LayerWriter {
       if (!list) this.xattrsOf.set(op.rel, (list = []));
       list.push(op);
     }
+    if (op.kind === 'device') this.nodeOf.set(op.rel, op.node);
   }
 
   private abs(rel: string): string {
@@ -369,6 +384,8 @@ class LayerWriter {
         continue;
       }
       if (st) unlinkSync(this.abs(rel));
+      // what the layer had there (a file; a fifo or device node still deferred) goes with all deferred for it
+      this.takeOver(rel);
       // parent with no tar entry of its own: created with docker's defaults
       mkdirSync(this.abs(rel), { mode: 0o755 });
       this.addSafeDir(rel);
@@ -489,7 +506,7 @@ class LayerWriter {
         this.addSafeDir(rel);
         this.meta(path, h, false);
         this.keep(rel.length);
-        this.dirTimes.push({ rel, mtime: h.mtime ?? new Date(0) });
+        this.dirTimes.push({ rel, mtime: h.mtime ?? new Date(0), seq: this.steps });
         break;
       }
       case 'file':
@@ -516,6 +533,18 @@ class LayerWriter {
         this.ensureParents(target, h.linkname ?? '');
         const tpath = this.abs(target.join('/'));
         const st = lstatOrUndefined(tpath);
+        const pendingNode = this.nodeOf.get(target.join('/'));
+        if (!st && pendingNode) {
+          // a link to a fifo or device node not made yet (they are made at the end): the same node again,
+          // made under this name too (an inode of its own, which nothing can tell from a shared one but
+          // its link count)
+          if (tpath === path) break;
+          this.takeOver(rel);
+          await this.clearFor(rel, false);
+          this.defer({ kind: 'device', dir: parentOf(rel), rel, owner: this.ownerOf(rel), node: pendingNode });
+          for (const op of this.xattrsOf.get(target.join('/')) ?? []) this.defer({ ...op, dir: parentOf(rel), rel, owner: this.ownerOf(rel) });
+          break;
+        }
         if (!st) throw invalidArgument(`layer hardlink "${h.name}" points at "${h.linkname}", which is not in this layer`);
         if (st.isDirectory()) throw invalidArgument(`layer hardlink "${h.name}" points at a directory`);
         if (tpath === path) break;
@@ -531,9 +560,8 @@ class LayerWriter {
       case 'fifo': {
         body.resume();
         await this.clearFor(rel, false);
-        const kind = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
-        const mode = ((h.mode ?? 0o644) & 0o7777).toString(8);
-        this.defer({ kind: 'device', dir: parentRel, rel, owner: this.ownerOf(rel), line: `if mknod -m ${mode} -- ${shq(path)} ${kind} 2>/dev/null; then chown -h ${h.uid ?? 0}:${h.gid ?? 0} -- ${shq(path)} 2>/dev/null; else echo SKIP ${shq(rel)}; fi` });
+        const spec = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
+        this.defer({ kind: 'device', dir: parentRel, rel, owner: this.ownerOf(rel), node: { spec, mode: (h.mode ?? 0o644) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0 } });
         break;
       }
       default:
@@ -570,7 +598,7 @@ class LayerWriter {
       if (!this.realDir(op.dir, cache)) continue;
       if (op.kind === 'xattr') xattrs.push(op);
       else if (op.kind === 'opaque') opaque.push(op.rel);
-      else devices.push(op.line);
+      else devices.push(this.mknodLine(op.rel, op.node));
     }
     // in the layer's order: its device nodes exist before whiteouts are placed (a whiteout never replaces what
     // the layer itself has) and before xattrs are set on them
@@ -592,11 +620,19 @@ class LayerWriter {
     if (opaqueFailed) throw internal(`could not mark directories opaque (trusted.overlay.opaque): ${opaqueFailed}`, { path: this.dest });
     // as tar and containerd do: an xattr the file system refuses (security.* under a policy, user.* on a symlink) is skipped
     await this.setXattrs(xattrs, signal);
-    // directory mtimes last: creating their children changed them
-    for (const d of this.dirTimes.reverse()) {
+    // directory mtimes last (creating their children changed them), in the layer's order so that a directory
+    // declared again ends with its last mtime; never that of a directory the layer has since replaced
+    for (const d of this.dirTimes) {
       await turns.step();
+      if (this.lastRemoval(d.rel, removedAt) > d.seq) continue;
       if (this.realDir(d.rel, cache)) lutimesSync(this.abs(d.rel), d.mtime, d.mtime);
     }
+  }
+
+  /** A shell line that makes the node, or says SKIP (EPERM in a user namespace, for instance). */
+  private mknodLine(rel: string, n: DeviceNode): string {
+    const path = shq(this.abs(rel));
+    return `if mknod -m ${n.mode.toString(8)} -- ${path} ${n.spec} 2>/dev/null; then chown -h ${n.uid}:${n.gid} -- ${path} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`;
   }
 
   /**

@@ -286,6 +286,61 @@ describe('xattrs are applied byte for byte', () => {
     expect(await readdir(join(dest, 'd'))).toEqual([]);
   });
 
+  it('a file or fifo replaced by an implicit parent directory leaves it none of its xattrs or nodes', async () => {
+    const res = await apply([
+      { name: 'f', content: 'file', pax: { 'SCHILY.xattr.trusted.was': 'file' } },
+      { name: 'f/x', content: 'x' },
+      { name: 'f/', type: 'directory' },
+      { name: 'p', type: 'fifo' },
+      { name: 'p/x', content: 'x' },
+      { name: 'p/', type: 'directory' },
+    ]);
+    expect(spawnSync('getfattr', ['-n', 'trusted.was', '--only-values', join(dest, 'f')], { encoding: 'utf8' }).stdout).toBe('');
+    expect((await lstat(join(dest, 'p'))).isDirectory()).toBe(true);
+    expect(res.skippedDevices).toEqual([]);
+  });
+
+  it('a hardlink to a fifo or device node of the layer is made, and keeps it when the first name is replaced', async () => {
+    const res = await apply([
+      { name: 'p', type: 'fifo', pax: { 'SCHILY.xattr.trusted.t': 'on p' } },
+      { name: 'q', type: 'link', linkname: 'p' },
+      { name: 'p', content: 'now a file' },
+      { name: 'n', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
+      { name: 'm', type: 'link', linkname: 'n' },
+    ]);
+    expect(res.skippedDevices).toEqual([]);
+    expect((await lstat(join(dest, 'q'))).isFIFO()).toBe(true);
+    expect(spawnSync('getfattr', ['-n', 'trusted.t', '--only-values', join(dest, 'q')], { encoding: 'utf8' }).stdout).toBe('on p');
+    expect(await readFile(join(dest, 'p'), 'utf8')).toBe('now a file');
+    for (const name of ['n', 'm']) {
+      const st = await lstat(join(dest, name));
+      expect([st.isCharacterDevice(), st.rdev]).toEqual([true, (1 << 8) | 3]);
+    }
+  });
+
+  it('a directory ends with the mtime it was last declared with, never that of a tree it replaced', async () => {
+    const [t1, t2] = [new Date('2001-01-01T00:00:00Z'), new Date('2002-02-02T00:00:00Z')];
+    await apply([
+      { name: 'a/', type: 'directory', mtime: t1 },
+      { name: 'a/', type: 'directory', mtime: t2 },
+      { name: 'd/', type: 'directory', mtime: t1 },
+      { name: 'd/s/', type: 'directory', mtime: t1 },
+      { name: 'd', content: 'file' },
+      { name: 'd/s/x', content: 'x' },
+    ]);
+    expect((await stat(join(dest, 'a'))).mtime).toEqual(t2);
+    expect((await stat(join(dest, 'd'))).mtime).not.toEqual(t1);
+    expect((await stat(join(dest, 'd/s'))).mtime).not.toEqual(t1);
+  });
+
+  it('counts a pax header its own records, not those a global header merged in', async () => {
+    const half = (prefix: string): [string, Buffer][] => Array.from({ length: 300 }, (_, i) => [`${prefix}${i}`, Buffer.from('v')]);
+    const body = (t: Buffer) => t.subarray(0, -1024);
+    const tar = Buffer.concat([body(await tarWithPax(half('g'), [], 'g')), await tarWithPax(half('x'), ['f'])]);
+    await unpackLayer(Readable.from([tar]), dest);
+    expect(await readFile(join(dest, 'f'), 'utf8')).toBe('x');
+  });
+
   it('a negative pax length does not hide records from the cap', async () => {
     // tar-stream reads "-N" as "the last N bytes": a header whose first record says so is all decoded
     const records = Buffer.concat(Array.from({ length: 600 }, (_, i) => paxRecord(`k${i}`, Buffer.from('v'))));
