@@ -70,8 +70,9 @@ export function mapLines(title: string, m: Record<string, string> | undefined): 
 export function describeError(err: unknown): string {
   if (typeof err === 'object' && err !== null && 'code' in err && 'details' in err && typeof (err as { code: unknown }).code === 'number') {
     const { code, details } = err as { code: number; details: string };
-    // grpc-js ends a failed connect with an empty "Resolution note:"; say what to check instead
-    const unreachable = code === Number(grpcStatus.UNAVAILABLE) && /connect (ENOENT|ECONNREFUSED|EACCES)/.test(details);
+    // grpc-js ends a failed connect with an empty "Resolution note:"; say what to check instead. Only when
+    // the channel itself failed: an UNAVAILABLE from the daemon (a registry it could not reach) is its own
+    const unreachable = code === Number(grpcStatus.UNAVAILABLE) && /^No connection established\b.*connect (ENOENT|ECONNREFUSED|EACCES)/s.test(details);
     const text = unreachable ? `${details.replace(/\s*Resolution note:\s*$/, '')} (is "skiff daemon" running there? the endpoint comes from -r or CONTAINER_RUNTIME_ENDPOINT)` : details;
     return `rpc error: code = ${grpcStatus[code] ?? code} desc = ${text}`;
   }

@@ -79,6 +79,12 @@ export function parseReference(input: string): ImageReference {
   return { registry, repository, tag, digest };
 }
 
+/** Whether the user typed a tag or digest (parseReference adds ":latest" when not). */
+export function hasTagOrDigest(input: string): boolean {
+  const ref = input.trim();
+  return ref.includes('@') || ref.lastIndexOf(':') > ref.lastIndexOf('/');
+}
+
 /** "registry/repository", the name without tag or digest. */
 export function repoName(r: ImageReference): string {
   return `${r.registry}/${r.repository}`;

@@ -107,6 +107,8 @@ describe('container verbs of the skiff client', () => {
     expect(inspected.status).toMatchObject({ id, state: 'CONTAINER_RUNNING', logPath: expect.stringContaining('sleeper') });
     expect(inspected.status.createdAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
     expect(inspected.status.finishedAt).toBe('');
+    // where crictl puts it: `jq .info.pid`
+    expect(inspected.info.pid).toBeGreaterThan(1);
     expect(await ok('inspect', '-o', 'table', id)).toMatch(/State: Running\n/);
     expect(JSON.parse(await ok('inspect', '-q', '--name', '^sleeper$')).status.id).toBe(id);
 

@@ -405,5 +405,17 @@ describe('per-handler stores, removal, GC, restart, load', () => {
     expect(r3.code).toBe(0);
     const r4 = await runCli(['-r', d.socket, 'images']);
     expect(r4.stdout).toContain('docker.io/mine/bb');
+
+    // crictl's habits: a repository without a tag lists all its tags (and only its rows), -v, .info
+    const repo = await runCli(['-r', d.socket, 'images', 'mine/bb']);
+    expect(repo.stdout.split('\n').slice(1).filter(Boolean)).toEqual([expect.stringMatching(/^docker\.io\/mine\/bb\s+1\s/)]);
+    expect((await runCli(['-r', d.socket, 'images', 'mine/bb:2'])).stdout.split('\n').filter(Boolean)).toHaveLength(1);
+    const verbose = await runCli(['-r', d.socket, 'images', '-v', 'mine/bb']);
+    expect(verbose.stdout).toContain(`ID: ${img.config.digest}\n`);
+    expect(verbose.stdout).toContain('RepoTags: docker.io/mine/bb:1\n');
+    const inspected = JSON.parse((await runCli(['-r', d.socket, 'inspecti', 'mine/bb:1'])).stdout) as { info: { imageSpec: unknown } };
+    expect(inspected.info.imageSpec).toBeDefined();
+    const missing = await runCli(['-r', d.socket, 'rmi', 'mine/bb:2']);
+    expect([missing.code, missing.stderr]).toEqual([1, expect.stringContaining('for the default runtime handler')]);
   });
 });

@@ -100,7 +100,7 @@ describe('CDI devices', () => {
     expect(info.cdiDevices).toEqual({ requested: ['skiff.test/k129=null0'], deviceNodes: ['/dev/sk129null'] });
     const cli = await runCli(['-r', env!.d.socket, 'inspect', viaField]);
     expect(cli.code, cli.stderr).toBe(0);
-    expect((JSON.parse(cli.stdout) as { info: { info: Record<string, unknown> } }).info.info.cdiDevices).toEqual(info.cdiDevices);
+    expect((JSON.parse(cli.stdout) as { info: Record<string, unknown> }).info.cdiDevices).toEqual(info.cdiDevices);
     // a container without CDI devices has none of it
     const plain = await runCtr(pod, k129CtrConfig('plain', ['sleep', '1000']));
     expect((await sh(plain, 'ls /dev/sk129null /cdi-share 2>&1; echo "[$SK129_CDI]"')).out).toMatch(/No such file[\s\S]*No such file[\s\S]*\[\]/);
@@ -165,7 +165,7 @@ describe('idmapped mounts in a user-namespace pod', () => {
     expect(info.idmappedMounts).toEqual([{ containerPath: '/data', hostPath: vol, uidMappings: ociMap, gidMappings: ociMap }]);
     const cli = await runCli(['-r', env!.d.socket, 'inspect', id]);
     expect(cli.code, cli.stderr).toBe(0);
-    const shown = (JSON.parse(cli.stdout) as { info: { info: Record<string, unknown> } }).info.info;
+    const shown = (JSON.parse(cli.stdout) as { info: Record<string, unknown> }).info;
     expect([shown.idmappedMounts, shown.userNamespace]).toEqual([info.idmappedMounts, info.userNamespace]);
     // the control: the same volume without mappings shows the host owner as unmapped (nobody)
     const plain = await runCtr(pod, k129CtrConfig('no-idmap', ['sleep', '1000'], { mounts: [{ container_path: '/data', host_path: vol }] }));

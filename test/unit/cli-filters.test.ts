@@ -111,6 +111,9 @@ describe('output helpers', () => {
   it('describes gRPC errors as crictl does', () => {
     expect(describeError(Object.assign(new Error('x'), { code: 14, details: 'No connection established' }))).toBe('rpc error: code = UNAVAILABLE desc = No connection established');
     expect(describeError(new Error('plain'))).toBe('plain');
+    // the daemon answered: a registry it could not reach is not an unreachable daemon
+    const registry = 'localhost:5999: request to localhost:5999 failed: connect ECONNREFUSED 127.0.0.1:5999 (image=foo)';
+    expect(describeError(Object.assign(new Error('x'), { code: 14, details: registry }))).toBe(`rpc error: code = UNAVAILABLE desc = ${registry}`);
     const down = Object.assign(new Error('x'), { code: 14, details: 'No connection established. Last error: Error: connect ENOENT /run/skiff/skiff.sock. Resolution note: ' });
     expect(describeError(down)).toBe(
       'rpc error: code = UNAVAILABLE desc = No connection established. Last error: Error: connect ENOENT /run/skiff/skiff.sock. (is "skiff daemon" running there? the endpoint comes from -r or CONTAINER_RUNTIME_ENDPOINT)',
@@ -125,7 +128,7 @@ describe('output helpers', () => {
         started_at: '0',
         finished_at: '0',
       } as never,
-      info: { pid: '42' },
+      info: { info: '{"pid":42}' },
     });
     expect(view).toMatchObject({ status: { created_at: '2026-12-04T07:06:08Z', started_at: '', finished_at: '' }, info: { pid: 42 } });
   });

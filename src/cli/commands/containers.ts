@@ -307,10 +307,13 @@ function verboseContainer(c: Container__Output): string {
   ].join('\n');
 }
 
-/** crictl's inspect document: the status with readable times, and the verbose info parsed. */
+/**
+ * crictl's inspect document: the status with readable times, and each verbose info key parsed beside it
+ * (the daemon's "info" key becomes `.info`, so `jq .info.pid` works as with crictl).
+ */
 export function inspectView(res: ContainerStatusResponse__Output): Record<string, unknown> {
   const s = res.status;
-  if (!s) return { status: null, info: parseInfo(res.info) };
+  if (!s) return { status: null, ...parseInfo(res.info) };
   const started = s.state !== 'CONTAINER_CREATED' && s.started_at !== '0';
   const finished = s.finished_at !== '0';
   return {
@@ -320,7 +323,7 @@ export function inspectView(res: ContainerStatusResponse__Output): Record<string
       started_at: started ? nanosToRfc3339(s.started_at) : '',
       finished_at: finished ? nanosToRfc3339(s.finished_at) : '',
     },
-    info: parseInfo(res.info),
+    ...parseInfo(res.info),
   };
 }
 

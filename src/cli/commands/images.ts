@@ -11,6 +11,7 @@ import type { Image__Output } from '../../gen/runtime/v1/Image.js';
 import { keyValues, pullAuth } from '../filters.js';
 import type { ArchiveRegistry } from '../../image/archive.js';
 import type { PullProgress } from '../../image/pull.js';
+import { hasTagOrDigest, parseReference, repoName } from '../../image/reference.js';
 
 function humanSize(bytes: number): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
@@ -26,6 +27,25 @@ function humanSize(bytes: number): string {
 function splitRepoTag(t: string): [string, string] {
   const i = t.lastIndexOf(':');
   return i > t.lastIndexOf('/') ? [t.slice(0, i), t.slice(i + 1)] : [t, '<none>'];
+}
+
+/** Which store was looked in: an image pulled for another handler is not in this one (KEP-4216). */
+function forHandler(handler: string): string {
+  return handler ? ` for runtime handler "${handler}"` : ' for the default runtime handler (see --runtime-handler)';
+}
+
+/** `images -v`: one block per image, a line per field, as crictl prints it. */
+function verboseImage(img: Image__Output): string {
+  return [
+    `ID: ${img.id}`,
+    ...img.repo_tags.map((t) => `RepoTags: ${t}`),
+    ...img.repo_digests.map((d) => `RepoDigests: ${d}`),
+    `Size: ${img.size}`,
+    ...(img.uid ? [`Uid: ${img.uid.value}`] : []),
+    ...(img.username ? [`Username: ${img.username}`] : []),
+    ...(img.spec?.runtime_handler ? [`RuntimeHandler: ${img.spec.runtime_handler}`] : []),
+    ...(img.pinned ? ['Pinned: true'] : []),
+  ].join('\n');
 }
 
 const annotations = (list: string[]) => keyValues(list, '--annotation');
@@ -119,16 +139,26 @@ export function registerImages(program: Command, cli: CliContext): void {
     .command('images')
     .alias('image')
     .description('List images')
-    .argument('[repository]', 'only this image')
+    .argument('[repository[:tag]]', 'only this repository (all its tags), or only this image')
     .option('-q, --quiet', 'only image IDs')
+    .option('-v, --verbose', 'all fields of each image')
     .option('--digests', 'show digests')
     .option('--no-trunc', 'full IDs')
     .option('--runtime-handler <name>', 'only images of this runtime handler', '')
     .option(...outputOption())
-    .action(async (repo: string | undefined, opts: { quiet?: boolean; digests?: boolean; trunc: boolean; runtimeHandler: string; output: OutputFormat }) => {
-      const res = await imageCall(cli.client(), 'ListImages', { filter: { image: { image: repo ?? '', runtime_handler: opts.runtimeHandler } } });
+    .action(async (wanted: string | undefined, opts: { quiet?: boolean; verbose?: boolean; digests?: boolean; trunc: boolean; runtimeHandler: string; output: OutputFormat }) => {
+      // a name without tag or digest means the whole repository, as with docker images; the daemon's
+      // filter (CRI) looks up one image, so the repository is matched here
+      const repo = wanted !== undefined && !hasTagOrDigest(wanted) ? repoName(parseReference(wanted)) : undefined;
+      const listed = await imageCall(cli.client(), 'ListImages', { filter: { image: { image: repo ? '' : (wanted ?? ''), runtime_handler: opts.runtimeHandler } } });
+      const inRepo = (name: string) => repo === undefined || splitRepoTag(name.split('@')[0])[0] === repo;
+      const res = { images: listed.images.filter((img) => [...img.repo_tags, ...img.repo_digests].some(inRepo)) };
       if (opts.quiet) {
         cli.print(res.images.map((i) => i.id).join('\n'));
+        return;
+      }
+      if (opts.verbose && opts.output === 'table') {
+        cli.print(res.images.map(verboseImage).join('\n\n'));
         return;
       }
       cli.output(opts.output, res, () => {
@@ -138,6 +168,7 @@ export function registerImages(program: Command, cli: CliContext): void {
           const tags = img.repo_tags.length ? img.repo_tags : [`${(img.repo_digests[0] ?? '<none>').split('@')[0]}:<none>`];
           for (const t of tags) {
             const [name, tag] = splitRepoTag(t);
+            if (!inRepo(name)) continue;
             const digest = (img.repo_digests.find((d) => d.startsWith(`${name}@`)) ?? '').split('@')[1] ?? '<none>';
             rows.push([name, tag, ...(opts.digests ? [opts.trunc ? digest.slice(7, 20) : digest] : []), id, img.spec?.runtime_handler ?? '', humanSize(Number(img.size))]);
           }
@@ -157,12 +188,12 @@ export function registerImages(program: Command, cli: CliContext): void {
       for (const name of names) {
         const st = await imageCall(cli.client(), 'ImageStatus', { image: { image: name, runtime_handler: opts.runtimeHandler }, verbose: true });
         if (!st.image) {
-          process.stderr.write(`no such image "${name}" present\n`);
+          process.stderr.write(`no such image "${name}" present${forHandler(opts.runtimeHandler)}\n`);
           missing++;
           continue;
         }
-        const info = parseInfo(st.info);
-        cli.output(opts.output, { status: st.image, info }, () => `${st.image!.id} ${st.image!.repo_tags.join(',')}`);
+        // as crictl: each verbose info key beside the status (`.info` is the daemon's "info")
+        cli.output(opts.output, { status: st.image, ...parseInfo(st.info) }, () => `${st.image!.id} ${st.image!.repo_tags.join(',')}`);
       }
       if (missing) throw new Error(`${missing} image(s) not found`);
     });
@@ -182,7 +213,7 @@ export function registerImages(program: Command, cli: CliContext): void {
         const name = typeof t === 'string' ? t : t.id;
         const handler = typeof t === 'string' ? opts.runtimeHandler : (t.spec?.runtime_handler ?? '');
         const st = await imageCall(client, 'ImageStatus', { image: { image: name, runtime_handler: handler }, verbose: false });
-        if (!st.image) throw new Error(`no such image "${name}"`);
+        if (!st.image) throw new Error(`no such image "${name}"${forHandler(handler)}`);
         await imageCall(client, 'RemoveImage', { image: { image: name, runtime_handler: handler } });
         cli.print(`Deleted: ${name}`);
       }
