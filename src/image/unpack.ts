@@ -9,8 +9,12 @@
 //     land at `dest/x`), a path through a symlink created by this layer is refused, and hardlinks may only
 //     point at files inside the layer;
 //   - the uncompressed stream is hashed and must equal the config's diff_id.
-// Node has no mknod or setxattr: those operations are batched at the end of a layer into one `tar -x` (whiteouts),
-// `setfattr --restore` (xattrs, opaque markers) and `sh` (device nodes) run each.
+// Node has no mknod or setxattr: those operations are batched at the end of a layer into `tar -x` (device
+// nodes, then whiteouts) and `setfattr --restore` (xattrs, opaque markers) runs.
+// Entries are read as GNU tar reads them: pax uid, gid and mtime override the ustar fields (large ids live
+// only there), old-style directories (a file entry named "dir/") are directories. What cannot be applied
+// faithfully is refused rather than written wrong: sparse files (GNU and pax), GNU dumpdir and other unknown
+// entry types, and names that are not UTF-8 (decoded, two of them could become the same name).
 // File system calls are synchronous: a layer is thousands of tiny files, and an async call per step (open,
 // write, chown, chmod, utimes, close) costs a thread-pool round trip each, which dominated pull time. Each
 // call is short, and the entry loop yields to the event loop every few hundred entries or 10 ms (see Turns).
@@ -29,7 +33,7 @@ import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, pack as tarPack, type Header as Headers } from 'tar-stream';
 import { invalidArgument, errnoCode, internal, cancelled, fromSystemError, SkiffError, errorMessage } from '../errors.js';
-import { run } from '../util/exec.js';
+import { run, type RunResult } from '../util/exec.js';
 import { streamed } from '../util/gc.js';
 import { Slots } from '../util/slots.js';
 
@@ -171,7 +175,8 @@ function paxXattrs(buf: Buffer): Map<string, Buffer> {
     const eq = buf.indexOf(0x3d, space + 1);
     if (eq < 0 || eq >= pos + len) break;
     const key = buf.toString('utf8', space + 1, eq);
-    if (key.startsWith(XATTR_KEY)) out.set(key.slice(XATTR_KEY.length), buf.subarray(eq + 1, pos + len - 1));
+    // a copy: a view would keep the whole decompressed chunk it sits in alive until the layer ends
+    if (key.startsWith(XATTR_KEY)) out.set(key.slice(XATTR_KEY.length), Buffer.from(buf.subarray(eq + 1, pos + len - 1)));
     pos += len;
   }
   return out;
@@ -207,10 +212,6 @@ function keepRawXattrs(ex: object): void {
     if (type === 'pax-global-header' && raw) globalXattrs = raw;
     else if (type === 'pax-header' && raw && inner._pax) rawXattrs.set(inner._pax, new Map([...globalXattrs, ...raw]));
   };
-}
-
-function shq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /**
@@ -271,13 +272,15 @@ class Turns {
 }
 
 /** Work left for the end of a layer; `dir` must then still be a real directory of the layer. */
-/** A fifo or device node as mknod makes it. */
+/** A fifo or device node, made at the end of the layer (by `tar -x`, which can mknod). */
 interface DeviceNode {
-  /** mknod's type and numbers: `p`, `c 1 3`, `b 8 0` */
-  spec: string;
+  type: 'fifo' | 'character-device' | 'block-device';
+  devmajor: number;
+  devminor: number;
   mode: number;
   uid: number;
   gid: number;
+  mtime: Date;
 }
 
 type Deferred = { dir: string; rel: string; seq?: number } & (
@@ -304,7 +307,7 @@ class LayerWriter {
   /** The xattrs deferred for a path by its current owner (a hardlink to it gets them too). */
   private readonly xattrsOf = new Map<string, Extract<Deferred, { kind: 'xattr' }>[]>();
   /** The fifo or device node deferred for a path by its current owner (a hardlink to it gets one too). */
-  private readonly nodeOf = new Map<string, DeviceNode>();
+  private readonly nodeOf = new Map<string, { node: DeviceNode; seq: number }>();
   /**
    * Directories this layer removed (replaced by a non-directory), with the step they went at: what was
    * deferred below one before that step went with it, even if the directory is created again later.
@@ -353,7 +356,7 @@ class LayerWriter {
 
   private defer(op: Deferred): void {
     this.countOp();
-    this.keep(op.dir.length + op.rel.length + (op.kind === 'xattr' ? op.name.length + op.value.length : op.kind === 'device' ? op.node.spec.length : 0));
+    this.keep(op.dir.length + op.rel.length + (op.kind === 'xattr' ? op.name.length + op.value.length : 0));
     op.seq = this.steps;
     this.deferred.push(op);
     if (op.kind === 'xattr') {
@@ -361,7 +364,7 @@ class LayerWriter {
       if (!list) this.xattrsOf.set(op.rel, (list = []));
       list.push(op);
     }
-    if (op.kind === 'device') this.nodeOf.set(op.rel, op.node);
+    if (op.kind === 'device') this.nodeOf.set(op.rel, { node: op.node, seq: this.steps });
   }
 
   private abs(rel: string): string {
@@ -390,6 +393,26 @@ class LayerWriter {
       mkdirSync(this.abs(rel), { mode: 0o755 });
       this.addSafeDir(rel);
     }
+  }
+
+  /** Whether every parent of `parts` is a directory of this layer; a symlinked parent is refused. */
+  private parentsExist(parts: string[], original: string): boolean {
+    let rel = '';
+    for (const part of parts.slice(0, -1)) {
+      rel = rel ? `${rel}/${part}` : part;
+      if (this.safeDirs.has(rel)) continue;
+      const st = lstatOrUndefined(this.abs(rel));
+      if (st?.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
+      if (!st?.isDirectory()) return false;
+    }
+    return true;
+  }
+
+  /** The fifo or device node the layer still has to make at rel, unless its directory went since. */
+  private pendingNode(rel: string): DeviceNode | undefined {
+    const pending = this.nodeOf.get(rel);
+    if (!pending || this.lastRemoval(parentOf(rel), new Map()) > pending.seq) return undefined;
+    return pending.node;
   }
 
   /** Removes whatever is at rel unless both are directories. */
@@ -456,10 +479,12 @@ class LayerWriter {
     }
   }
 
-  async entry(h: Headers, body: Readable): Promise<void> {
-    for (const name of [h.name, h.linkname ?? '']) {
+  async entry(header: Headers, body: Readable): Promise<void> {
+    for (const name of [header.name, header.linkname ?? '']) {
       if (Buffer.byteLength(name) > MAX_NAME_BYTES) throw invalidArgument(`layer entry name or link target is over ${MAX_NAME_BYTES} bytes (PATH_MAX): "${name.slice(0, 100)}…"`);
+      if (name.includes('\uFFFD')) throw invalidArgument(`layer entry name or link target "${name.slice(0, 200)}" is not UTF-8: refused`);
     }
+    const h = asGnuTarReadsIt(header);
     const parts = cleanPath(h.name);
     if (parts.length === 0) {
       // the layer's root itself ("./"): nothing to create
@@ -510,9 +535,7 @@ class LayerWriter {
         break;
       }
       case 'file':
-      case 'contiguous-file':
-      case null:
-      case undefined: {
+      case 'contiguous-file': {
         await this.writeFile(rel, h, body);
         break;
       }
@@ -530,18 +553,18 @@ class LayerWriter {
         body.resume();
         const target = cleanPath(h.linkname ?? '');
         if (target.length === 0) throw invalidArgument(`layer hardlink "${h.name}" has an empty target`);
-        this.ensureParents(target, h.linkname ?? '');
         const tpath = this.abs(target.join('/'));
-        const st = lstatOrUndefined(tpath);
-        const pendingNode = this.nodeOf.get(target.join('/'));
-        if (!st && pendingNode) {
+        // the target's parents are looked at, never made: a link cannot create what it points at
+        const st = this.parentsExist(target, h.linkname ?? '') ? lstatOrUndefined(tpath) : undefined;
+        const pendingNode = st ? undefined : this.pendingNode(target.join('/'));
+        if (pendingNode) {
           // a link to a fifo or device node not made yet (they are made at the end): the same node again,
           // made under this name too (an inode of its own, which nothing can tell from a shared one but
           // its link count)
           if (tpath === path) break;
           this.takeOver(rel);
           await this.clearFor(rel, false);
-          this.defer({ kind: 'device', dir: parentOf(rel), rel, owner: this.ownerOf(rel), node: pendingNode });
+          this.defer({ kind: 'device', dir: parentOf(rel), rel, owner: this.ownerOf(rel), node: { ...pendingNode, mtime: h.mtime ?? pendingNode.mtime } });
           for (const op of this.xattrsOf.get(target.join('/')) ?? []) this.defer({ ...op, dir: parentOf(rel), rel, owner: this.ownerOf(rel) });
           break;
         }
@@ -560,14 +583,13 @@ class LayerWriter {
       case 'fifo': {
         body.resume();
         await this.clearFor(rel, false);
-        const spec = h.type === 'fifo' ? 'p' : h.type === 'block-device' ? `b ${h.devmajor ?? 0} ${h.devminor ?? 0}` : `c ${h.devmajor ?? 0} ${h.devminor ?? 0}`;
-        this.defer({ kind: 'device', dir: parentRel, rel, owner: this.ownerOf(rel), node: { spec, mode: (h.mode ?? 0o644) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0 } });
+        const node: DeviceNode = { type: h.type, devmajor: h.devmajor ?? 0, devminor: h.devminor ?? 0, mode: (h.mode ?? 0o644) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0, mtime: h.mtime ?? new Date(0) };
+        this.defer({ kind: 'device', dir: parentRel, rel, owner: this.ownerOf(rel), node });
         break;
       }
       default:
-        // pax global headers, GNU sparse and friends: ignored, as containerd does
-        body.resume();
-        return;
+        // tar-stream consumes pax and GNU long-name headers itself; asGnuTarReadsIt refused unknown types
+        throw invalidArgument(`layer entry "${h.name.slice(0, 200)}" has the unsupported type ${String(h.type)}: refused`);
     }
     this.xattrs(rel, h);
   }
@@ -589,7 +611,7 @@ class LayerWriter {
     const whiteouts: string[] = [];
     const opaque: string[] = [];
     const xattrs: { rel: string; name: string; value: Buffer }[] = [];
-    const devices: string[] = [];
+    const devices: NodeEntry[] = [];
     const removedAt = new Map<string, number>();
     for (const op of this.deferred) {
       await turns.step();
@@ -598,13 +620,14 @@ class LayerWriter {
       if (!this.realDir(op.dir, cache)) continue;
       if (op.kind === 'xattr') xattrs.push(op);
       else if (op.kind === 'opaque') opaque.push(op.rel);
-      else devices.push(this.mknodLine(op.rel, op.node));
+      else devices.push({ ...op.node, name: op.rel });
     }
     // in the layer's order: its device nodes exist before whiteouts are placed (a whiteout never replaces what
     // the layer itself has) and before xattrs are set on them
     if (devices.length > 0) {
-      const res = await run('sh', ['-s'], { input: devices.join('\n') + '\n', timeoutMs: 120_000 + 5 * devices.length, signal });
-      for (const line of res.stdout.split('\n')) if (line.startsWith('SKIP ')) this.skippedDevices.push(line.slice(5));
+      // a node tar could not make (EPERM in a user namespace, for instance) is logged, not fatal, as in containerd
+      await this.makeNodes(devices, signal);
+      for (const d of devices) if (!lstatOrUndefined(this.abs(d.name))) this.skippedDevices.push(d.name);
     }
     for (const rel of this.whiteouts) {
       await turns.step();
@@ -615,7 +638,11 @@ class LayerWriter {
       if (!st) whiteouts.push(rel);
       else if (st.isDirectory()) opaque.push(rel);
     }
-    await this.createWhiteouts(whiteouts, signal);
+    if (whiteouts.length > 0) {
+      const mtime = new Date(0);
+      const res = await this.makeNodes(whiteouts.map((name) => ({ name, type: 'character-device', devmajor: 0, devminor: 0, mode: 0o600, uid: 0, gid: 0, mtime })), signal);
+      if (res.code !== 0) throw internal(`could not create ${whiteouts.length} overlay whiteouts: ${(res.stderr.trim() || `tar exit ${res.code ?? res.signal}`).slice(0, 300)}`, { path: this.dest });
+    }
     const opaqueFailed = await this.setXattrs(opaque.map((rel) => ({ rel, name: 'trusted.overlay.opaque', value: Buffer.from('y') })), signal);
     if (opaqueFailed) throw internal(`could not mark directories opaque (trusted.overlay.opaque): ${opaqueFailed}`, { path: this.dest });
     // as tar and containerd do: an xattr the file system refuses (security.* under a policy, user.* on a symlink) is skipped
@@ -629,21 +656,15 @@ class LayerWriter {
     }
   }
 
-  /** A shell line that makes the node, or says SKIP (EPERM in a user namespace, for instance). */
-  private mknodLine(rel: string, n: DeviceNode): string {
-    const path = shq(this.abs(rel));
-    return `if mknod -m ${n.mode.toString(8)} -- ${path} ${n.spec} 2>/dev/null; then chown -h ${n.uid}:${n.gid} -- ${path} 2>/dev/null; else echo SKIP ${shq(rel)}; fi`;
-  }
-
   /**
-   * Overlay whiteouts (0/0 character devices), all in one `tar -x` (a process per mknod cost ~1.5 ms each),
-   * fed archives of a thousand entries at a time (-i reads them back to back) so memory stays flat.
+   * Makes fifos, device nodes and overlay whiteouts (0/0 character devices) with one `tar -x` (a process per
+   * mknod cost ~1.5 ms each), fed archives of a thousand entries at a time (-i reads them back to back) so
+   * memory stays flat. Owners are numeric and modes exact, as the layer gave them.
    */
-  private async createWhiteouts(rels: string[], signal?: AbortSignal): Promise<void> {
-    if (rels.length === 0) return;
-    const input = Readable.from(whiteoutArchives(rels), { objectMode: false });
-    const res = await run('tar', ['-x', '-i', '-f', '-', '-C', this.dest], { input, timeoutMs: 120_000 + 5 * rels.length, signal });
-    if (res.code !== 0) throw internal(`could not create ${rels.length} overlay whiteouts: ${(res.stderr.trim() || `tar exit ${res.code ?? res.signal}`).slice(0, 300)}`, { path: this.dest });
+  private makeNodes(nodes: NodeEntry[], signal?: AbortSignal): Promise<RunResult> {
+    const input = Readable.from(nodeArchives(nodes), { objectMode: false });
+    const owners = IS_ROOT ? ['--same-owner', '--same-permissions'] : [];
+    return run('tar', ['-x', '-i', '--numeric-owner', ...owners, '-f', '-', '-C', this.dest], { input, timeoutMs: 120_000 + 5 * nodes.length, signal });
   }
 
   /**
@@ -658,9 +679,11 @@ class LayerWriter {
   }
 }
 
-async function* whiteoutArchives(rels: string[]): AsyncGenerator<Buffer> {
-  const mtime = new Date(0);
-  for (let i = 0; i < rels.length; i += 1000) {
+/** A node for makeNodes: its path in the layer and what it is. */
+type NodeEntry = DeviceNode & { name: string };
+
+async function* nodeArchives(nodes: NodeEntry[]): AsyncGenerator<Buffer> {
+  for (let i = 0; i < nodes.length; i += 1000) {
     const pack = tarPack();
     const chunks: Buffer[] = [];
     pack.on('data', (c: unknown) => {
@@ -670,7 +693,14 @@ async function* whiteoutArchives(rels: string[]): AsyncGenerator<Buffer> {
       pack.once('end', resolve);
       pack.once('error', reject);
     });
-    for (const rel of rels.slice(i, i + 1000)) pack.entry({ name: rel, type: 'character-device', devmajor: 0, devminor: 0, mode: 0o600, uid: 0, gid: 0, mtime });
+    for (const n of nodes.slice(i, i + 1000)) {
+      // ustar's octal fields hold ids to 2097151 and times from 1970 to 2242: others go in pax records, as
+      // GNU tar writes them
+      // (and so do fractions of a second)
+      const ms = n.mtime.getTime();
+      const inUstar = n.uid <= 0o7777777 && n.gid <= 0o7777777 && ms >= 0 && ms <= 0o77777777777 * 1000 && ms % 1000 === 0;
+      pack.entry(inUstar ? n : { ...n, uid: 0, gid: 0, mtime: new Date(0), pax: { uid: String(n.uid), gid: String(n.gid), mtime: String(ms / 1000) } });
+    }
     pack.finalize();
     await ended;
     yield Buffer.concat(chunks);
@@ -735,6 +765,36 @@ function foldAncestors<T>(rel: string, memo: Map<string, T>, atRoot: T, step: (a
     memo.set(unknown[i], acc);
   }
   return acc;
+}
+
+/** Largest uid/gid Linux takes ((uid_t)-1 means "no change"). */
+const MAX_ID = 0xfffffffe;
+
+/**
+ * The entry as GNU tar (and Go's archive/tar, which containerd uses) reads it: tar-stream applies only a pax
+ * header's path, linkpath and size, and types an old-style directory ("name/" with typeflag 0) as a file.
+ */
+function asGnuTarReadsIt(h: Headers): Headers {
+  const name = h.name.slice(0, 200);
+  const pax = (h as Headers & { pax?: Record<string, string> | null }).pax ?? {};
+  // a type tar-stream does not know (GNU sparse 'S', dumpdir 'D', multi-volume 'M', vendor types): writing
+  // its body as a file would put the wrong bytes where a real file belongs
+  if (h.type === null) throw invalidArgument(`layer entry "${name}" has an entry type skiff does not support (GNU sparse, dumpdir, multi-volume…): refused`);
+  if (Object.keys(pax).some((k) => k.startsWith('GNU.sparse.'))) throw invalidArgument(`layer entry "${name}" is a sparse file (pax GNU.sparse), which skiff does not support: refused`);
+  const type = (h.type === undefined || h.type === 'file') && h.name.endsWith('/') ? 'directory' : (h.type ?? 'file');
+  const id = (key: 'uid' | 'gid'): number => {
+    const v = pax[key];
+    if (v === undefined) return h[key] ?? 0;
+    if (!/^\d{1,10}$/.test(v) || Number(v) > MAX_ID) throw invalidArgument(`layer entry "${name}" has pax ${key} "${v.slice(0, 40)}", not a ${key}: refused`);
+    return Number(v);
+  };
+  let mtime = h.mtime;
+  if (pax.mtime !== undefined) {
+    // seconds since the epoch with an optional fraction; milliseconds are what a Date keeps
+    if (!/^-?\d{1,12}(\.\d{1,30})?$/.test(pax.mtime)) throw invalidArgument(`layer entry "${name}" has pax mtime "${pax.mtime.slice(0, 40)}", not a time: refused`);
+    mtime = new Date(Math.round(Number(pax.mtime) * 1000));
+  }
+  return { ...h, type, uid: id('uid'), gid: id('gid'), mtime };
 }
 
 function parentOf(rel: string): string {
