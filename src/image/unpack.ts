@@ -584,6 +584,8 @@ class LayerWriter {
         body.resume();
         await this.clearFor(rel, false);
         const node: DeviceNode = { type: h.type, devmajor: h.devmajor ?? 0, devminor: h.devminor ?? 0, mode: (h.mode ?? 0o644) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0, mtime: h.mtime ?? new Date(0) };
+        // `tar -x` makes the node from a header that holds numbers to 262143 (no real device needs more)
+        if (node.devmajor > MAX_USTAR_NUMBER || node.devminor > MAX_USTAR_NUMBER) throw invalidArgument(`layer device node "${h.name.slice(0, 200)}" has numbers ${node.devmajor}:${node.devminor}, over the ${MAX_USTAR_NUMBER} skiff supports: refused`);
         this.defer({ kind: 'device', dir: parentRel, rel, owner: this.ownerOf(rel), node });
         break;
       }
@@ -627,7 +629,13 @@ class LayerWriter {
     if (devices.length > 0) {
       // a node tar could not make (EPERM in a user namespace, for instance) is logged, not fatal, as in containerd
       await this.makeNodes(devices, signal);
-      for (const d of devices) if (!lstatOrUndefined(this.abs(d.name))) this.skippedDevices.push(d.name);
+      for (const d of devices) {
+        const st = lstatOrUndefined(this.abs(d.name));
+        if (!st) this.skippedDevices.push(d.name);
+        // the packer writes mode 0 as 0644, and tar applies the umask when not root: the layer's mode, exactly
+        // (st is the node tar just made in a checked directory, never a symlink)
+        else if ((st.mode & 0o7777) !== d.mode) chmodSync(this.abs(d.name), d.mode);
+      }
     }
     for (const rel of this.whiteouts) {
       await turns.step();
@@ -679,6 +687,9 @@ class LayerWriter {
   }
 }
 
+/** What tar-stream's packer writes in a 6-digit octal field (ids, device numbers). */
+const MAX_USTAR_NUMBER = 0o777777;
+
 /** A node for makeNodes: its path in the layer and what it is. */
 type NodeEntry = DeviceNode & { name: string };
 
@@ -694,12 +705,12 @@ async function* nodeArchives(nodes: NodeEntry[]): AsyncGenerator<Buffer> {
       pack.once('error', reject);
     });
     for (const n of nodes.slice(i, i + 1000)) {
-      // ustar's octal fields hold ids to 2097151 and times from 1970 to 2242: others go in pax records, as
-      // GNU tar writes them
-      // (and so do fractions of a second)
+      // tar-stream writes ids in 6 octal digits (to 262143) and whole seconds from 1970 to 2242: others go
+      // in pax records, as GNU tar writes them
       const ms = n.mtime.getTime();
-      const inUstar = n.uid <= 0o7777777 && n.gid <= 0o7777777 && ms >= 0 && ms <= 0o77777777777 * 1000 && ms % 1000 === 0;
-      pack.entry(inUstar ? n : { ...n, uid: 0, gid: 0, mtime: new Date(0), pax: { uid: String(n.uid), gid: String(n.gid), mtime: String(ms / 1000) } });
+      const inUstar = n.uid <= MAX_USTAR_NUMBER && n.gid <= MAX_USTAR_NUMBER && ms >= 0 && ms <= 0o77777777777 * 1000 && ms % 1000 === 0;
+      // copies: the packer fills in fields it finds falsy (mode 0 becomes 0644) on the object it is given
+      pack.entry(inUstar ? { ...n } : { ...n, uid: 0, gid: 0, mtime: new Date(0), pax: { uid: String(n.uid), gid: String(n.gid), mtime: String(ms / 1000) } });
     }
     pack.finalize();
     await ended;
@@ -782,14 +793,14 @@ function asGnuTarReadsIt(h: Headers): Headers {
   if (h.type === null) throw invalidArgument(`layer entry "${name}" has an entry type skiff does not support (GNU sparse, dumpdir, multi-volume…): refused`);
   if (Object.keys(pax).some((k) => k.startsWith('GNU.sparse.'))) throw invalidArgument(`layer entry "${name}" is a sparse file (pax GNU.sparse), which skiff does not support: refused`);
   const type = (h.type === undefined || h.type === 'file') && h.name.endsWith('/') ? 'directory' : (h.type ?? 'file');
+  // an empty pax value means "use the ustar field", as Go and GNU tar read it
   const id = (key: 'uid' | 'gid'): number => {
-    const v = pax[key];
-    if (v === undefined) return h[key] ?? 0;
-    if (!/^\d{1,10}$/.test(v) || Number(v) > MAX_ID) throw invalidArgument(`layer entry "${name}" has pax ${key} "${v.slice(0, 40)}", not a ${key}: refused`);
+    const v = pax[key] || String(h[key] ?? 0);
+    if (!/^\d{1,10}$/.test(v) || Number(v) > MAX_ID) throw invalidArgument(`layer entry "${name}" has ${key} "${v.slice(0, 40)}", not a ${key}: refused`);
     return Number(v);
   };
   let mtime = h.mtime;
-  if (pax.mtime !== undefined) {
+  if (pax.mtime) {
     // seconds since the epoch with an optional fraction; milliseconds are what a Date keeps
     if (!/^-?\d{1,12}(\.\d{1,30})?$/.test(pax.mtime)) throw invalidArgument(`layer entry "${name}" has pax mtime "${pax.mtime.slice(0, 40)}", not a time: refused`);
     mtime = new Date(Math.round(Number(pax.mtime) * 1000));

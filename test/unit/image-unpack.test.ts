@@ -475,6 +475,34 @@ describe('entries as GNU tar reads them', () => {
     expect([p.isFIFO(), p.uid, p.gid, p.mtime]).toEqual([true, 3000000, 9, mtime]);
   });
 
+  it('makes nodes with the exact ids and mode the layer gives, refuses numbers it cannot give them', async () => {
+    await apply([{ name: 'big', type: 'fifo', mode: 0o640, pax: { uid: '300000', gid: '300001' } }]);
+    const big = await lstat(join(dest, 'big'));
+    expect([big.uid, big.gid, big.mode & 0o7777]).toEqual([300000, 300001, 0o640]);
+    // tar-stream's packer writes mode 0 as 0644: the field is set by hand
+    const tar = await tarOf([{ name: 'closed', type: 'fifo' }, { name: 'ln', type: 'link', linkname: 'closed' }]);
+    tar.write('000000 \0', 100, 'latin1');
+    await unpackLayer(Readable.from([retype(tar, 0, '6')]), dest);
+    for (const name of ['closed', 'ln']) expect((await lstat(join(dest, name))).mode & 0o7777, name).toBe(0);
+    // a minor of 300000, in base-256 (the packer cannot write it)
+    const dev = await tarOf([{ name: 'c', type: 'character-device', devmajor: 10, devminor: 1 }]);
+    Buffer.from([0x80, 0, 0, 0, 0, 0x04, 0x93, 0xe0]).copy(dev, 337);
+    await expect(unpackLayer(Readable.from([retype(dev, 0, '3')]), dest)).rejects.toEqual(kind('invalid_argument'));
+  });
+
+  it('an empty pax uid, gid or mtime means the ustar field, as in Go and GNU tar', async () => {
+    await apply([{ name: 'f', content: 'x', uid: 12, gid: 13, pax: { uid: '', gid: '', mtime: '' } }]);
+    const st = await lstat(join(dest, 'f'));
+    expect([st.uid, st.gid]).toEqual([12, 13]);
+  });
+
+  it('refuses a binary (base-256) uid that is no uid, as it does from pax', async () => {
+    const tar = await tarOf([{ name: 'f', content: 'x', mode: 0o4755 }]);
+    Buffer.from([0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).copy(tar, 108);
+    retype(tar, 0, '0');
+    await expect(unpackLayer(Readable.from([tar]), dest)).rejects.toEqual(kind('invalid_argument'));
+  });
+
   it('refuses a pax uid, gid or mtime that is not a number', async () => {
     const bad: Record<string, string>[] = [{ uid: '-1' }, { gid: '99999999999' }, { uid: '1e3' }, { mtime: 'soon' }];
     for (const pax of bad) {
