@@ -51,8 +51,7 @@ export const MAX_DEFERRED_OPS = 65_536;
 /** Linux's PATH_MAX: a longer name could never be created, and would make path handling costly. */
 const MAX_NAME_BYTES = 4096;
 /**
- * A pax header's size and records. Real ones hold a path, a link target, times and a few xattrs; tar-stream
- * copies a global header's records into every entry that has its own, so big ones cost per entry.
+ * A pax header's size and records. Real ones hold a path, a link target, times and a few xattrs.
  */
 const MAX_PAX_BYTES = 256 * 1024;
 const MAX_PAX_RECORDS = 512;
@@ -193,24 +192,22 @@ interface ExtractInternals {
 /**
  * tar-stream decodes pax values as UTF-8, which mangles binary xattrs: a file capability's bytes over 0x7f
  * became U+FFFD, i.e. other (wider) capabilities. This decodes each pax header's xattrs again from its raw
- * bytes, keyed by the header object tar-stream attaches to the entry, with a global header's merged in
- * where tar-stream merges them (entries that have a header of their own).
+ * bytes, keyed by the header object tar-stream attaches to the entry.
+ * A global header is checked and then dropped: containerd (Go's archive/tar) ignores them, while tar-stream
+ * would merge its records (a path, a uid, xattrs) into only those entries that have a header of their own.
  */
 function keepRawXattrs(ex: object): void {
   const inner = ex as ExtractInternals;
   const decode = inner._decodeLongHeader.bind(inner);
-  let globalXattrs = new Map<string, Buffer>();
   inner._decodeLongHeader = (buf: Buffer) => {
     const type = inner._header?.type;
     const raw = type === 'pax-header' || type === 'pax-global-header' ? paxXattrs(buf) : undefined;
     decode(buf);
     // what tar-stream decoded decides (its reading of odd lengths, "-N" included, differs from ours)
-    // (an entry's header comes merged with the global one's records: only its own count against it)
     const decoded = type === 'pax-global-header' ? inner._paxGlobal : type === 'pax-header' ? inner._pax : null;
-    const inherited = type === 'pax-header' && inner._paxGlobal ? Object.keys(inner._paxGlobal).length : 0;
-    if (decoded && Object.keys(decoded).length - inherited > MAX_PAX_RECORDS) throw invalidArgument(`layer has a pax header with more than ${MAX_PAX_RECORDS} records: refused`);
-    if (type === 'pax-global-header' && raw) globalXattrs = raw;
-    else if (type === 'pax-header' && raw && inner._pax) rawXattrs.set(inner._pax, new Map([...globalXattrs, ...raw]));
+    if (decoded && Object.keys(decoded).length > MAX_PAX_RECORDS) throw invalidArgument(`layer has a pax header with more than ${MAX_PAX_RECORDS} records: refused`);
+    if (type === 'pax-global-header') inner._paxGlobal = null;
+    else if (type === 'pax-header' && raw && inner._pax) rawXattrs.set(inner._pax, raw);
   };
 }
 

@@ -335,6 +335,19 @@ describe('xattrs are applied byte for byte', () => {
     expect((await stat(join(dest, 'd/s'))).mtime).not.toEqual(t1);
   });
 
+  it('ignores a pax global header, as containerd does: its records reach no entry', async () => {
+    const body = (t: Buffer) => t.subarray(0, -1024);
+    const global: [string, Buffer][] = [['uid', Buffer.from('1000')], ['SCHILY.xattr.trusted.g', Buffer.from('global')], ['path', Buffer.from('renamed')]];
+    const tar = Buffer.concat([body(await tarWithPax(global, [], 'g')), body(await tarOf([{ name: 'a', content: 'a' }])), await tarWithPax([['SCHILY.xattr.trusted.own', Buffer.from('b')]], ['b'])]);
+    await unpackLayer(Readable.from([tar]), dest);
+    expect((await readdir(dest)).sort()).toEqual(['a', 'b']);
+    for (const name of ['a', 'b']) {
+      expect((await lstat(join(dest, name))).uid, name).toBe(0);
+      expect(spawnSync('getfattr', ['-n', 'trusted.g', '--only-values', join(dest, name)], { encoding: 'utf8' }).stdout, name).toBe('');
+    }
+    expect(spawnSync('getfattr', ['-n', 'trusted.own', '--only-values', join(dest, 'b')], { encoding: 'utf8' }).stdout).toBe('b');
+  });
+
   it('counts a pax header its own records, not those a global header merged in', async () => {
     const half = (prefix: string): [string, Buffer][] => Array.from({ length: 300 }, (_, i) => [`${prefix}${i}`, Buffer.from('v')]);
     const body = (t: Buffer) => t.subarray(0, -1024);
