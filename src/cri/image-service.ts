@@ -27,7 +27,8 @@ function requireSpec(spec: ImageSpec__Output | null | undefined): ImageSpec__Out
 
 /** The image config's User: a numeric uid ("1000", "1000:1000") or a name ("nginx", "nginx:nginx"). */
 export function imageUser(user: string | undefined): { uid?: string; username: string } {
-  const u = (user ?? '').split(':')[0] ?? '';
+  // a record stored before configs were checked may hold anything here
+  const u = (typeof user === 'string' ? user : '').split(':')[0] ?? '';
   if (u === '') return { username: '' };
   return /^\d+$/.test(u) ? { uid: u, username: '' } : { username: u };
 }

@@ -82,6 +82,10 @@ export class ImageStore {
 
   /** Saves a record; a tag moves from any other image to this one (tags are unique per handler). */
   async save(rec: ImageRecord): Promise<ImageRecord[]> {
+    // on disk first: a record that cannot be written is neither listed nor takes tags from other images
+    // (a crash before the tags moved leaves a tag on two records; resolving it finds one of them)
+    await this.records.save(rec.id.slice(7), rec);
+    this.images.set(rec.id, rec);
     const changed: ImageRecord[] = [];
     for (const other of this.all()) {
       if (other.id === rec.id) continue;
@@ -92,8 +96,6 @@ export class ImageStore {
         changed.push(other);
       }
     }
-    this.images.set(rec.id, rec);
-    await this.records.save(rec.id.slice(7), rec);
     return changed;
   }
 

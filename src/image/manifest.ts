@@ -79,15 +79,41 @@ function descriptor(v: unknown, where: string): Descriptor {
   return { ...d, mediaType: typeof d.mediaType === 'string' ? d.mediaType : '' } as Descriptor;
 }
 
+/** Layers overlayfs stacks at most (the kernel's OVL_MAX_STACK): an image with more could never run. */
+export const MAX_LAYERS = 500;
+/** JSON nesting a registry document may have: real ones nest a handful of levels. */
+const MAX_JSON_DEPTH = 64;
+
+/**
+ * Parses a registry document (manifest, index, config) as a JSON object. Nesting is bounded first, by a scan
+ * of the text: thousands of levels parse fine but overflow the stack when the record holding them is written.
+ */
+function parseDocument(data: Buffer, what: string): Record<string, unknown> {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < data.length; i++) {
+    const c = data[i];
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: the next byte is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > MAX_JSON_DEPTH) throw invalidArgument(`${what} nests JSON deeper than ${MAX_JSON_DEPTH} levels`);
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(data.toString('utf8'));
+  } catch {
+    throw invalidArgument(`${what} is not valid JSON`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw invalidArgument(`${what} is not a JSON object`);
+  return doc as Record<string, unknown>;
+}
+
 /** Parses a manifest or index; `contentType` is the registry's Content-Type header (may be absent). */
 export function parseManifest(data: Buffer, contentType: string | undefined): ImageManifest | ImageIndex {
-  let doc: Record<string, unknown>;
-  try {
-    doc = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
-  } catch {
-    throw invalidArgument('manifest is not valid JSON');
-  }
-  if (typeof doc !== 'object' || doc === null) throw invalidArgument('manifest is not a JSON object');
+  const doc = parseDocument(data, 'manifest');
   const mediaType = (typeof doc.mediaType === 'string' ? doc.mediaType : undefined) ?? contentType?.split(';')[0]?.trim();
   if (doc.schemaVersion === 1 || mediaType === MT.dockerSchema1 || mediaType === MT.dockerSchema1Signed) {
     throw failedPrecondition('Docker schema 1 manifests are not supported (deprecated since 2015); re-push the image with a current docker, buildah or skopeo');
@@ -96,11 +122,15 @@ export function parseManifest(data: Buffer, contentType: string | undefined): Im
     return { kind: 'index', manifests: doc.manifests.map((m, i) => descriptor(m, `index entry ${i}`)) };
   }
   if (doc.config !== undefined && Array.isArray(doc.layers)) {
+    if (doc.layers.length > MAX_LAYERS) throw invalidArgument(`image has ${doc.layers.length} layers; overlayfs stacks at most ${MAX_LAYERS}`);
     const layers = doc.layers.map((l, i) => descriptor(l, `layer ${i}`));
     for (const l of layers) {
       if (l.mediaType && !LAYER_TYPES.has(l.mediaType)) throw invalidArgument(`layer ${l.digest} has unsupported media type ${l.mediaType}`);
     }
-    return { kind: 'manifest', config: descriptor(doc.config, 'config'), layers };
+    const config = descriptor(doc.config, 'config');
+    // the image's size is their sum: it must stay a number that can be counted exactly
+    if (!Number.isSafeInteger(layers.reduce((sum, l) => sum + l.size, config.size))) throw invalidArgument('manifest sizes add up to more than 2^53 bytes');
+    return { kind: 'manifest', config, layers };
   }
   throw invalidArgument(`unrecognised manifest (media type ${mediaType ?? 'none'})`);
 }
@@ -138,14 +168,35 @@ export function choosePlatform(index: ImageIndex, want: Platform = hostPlatform(
   return pick;
 }
 
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every(isString);
+
+/** What each field of the config's `config` section may hold (absent is always fine): as Go's typed decoding in containerd and CRI-O refuses the rest. */
+const CONFIG_FIELDS: Record<string, { ok: (v: unknown) => boolean; is: string }> = {
+  User: { ok: isString, is: 'a string' },
+  WorkingDir: { ok: isString, is: 'a string' },
+  StopSignal: { ok: isString, is: 'a string' },
+  Env: { ok: (v) => v === null || isStrings(v), is: 'a list of strings' },
+  Entrypoint: { ok: (v) => v === null || isStrings(v), is: 'a list of strings' },
+  Cmd: { ok: (v) => v === null || isStrings(v), is: 'a list of strings' },
+  Labels: { ok: (v) => v === null || (isObject(v) && Object.values(v).every(isString)), is: 'an object of strings' },
+  ExposedPorts: { ok: (v) => v === null || isObject(v), is: 'an object' },
+  Volumes: { ok: (v) => v === null || isObject(v), is: 'an object' },
+};
+
 export function parseConfig(data: Buffer): ImageConfig {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(data.toString('utf8'));
-  } catch {
-    throw invalidArgument('image config is not valid JSON');
+  const doc = parseDocument(data, 'image config');
+  for (const key of ['architecture', 'os'] as const) {
+    if (doc[key] !== undefined && !isString(doc[key])) throw invalidArgument(`image config field ${key} is not a string`);
   }
-  if (typeof doc !== 'object' || doc === null) throw invalidArgument('image config is not a JSON object');
+  if (doc.config !== undefined && doc.config !== null) {
+    if (!isObject(doc.config)) throw invalidArgument('image config field config is not an object');
+    for (const [key, rule] of Object.entries(CONFIG_FIELDS)) {
+      const v = doc.config[key];
+      if (v !== undefined && !rule.ok(v)) throw invalidArgument(`image config field config.${key} is not ${rule.is}`);
+    }
+  }
   const c = doc as ImageConfig;
   if (!c.rootfs || !Array.isArray(c.rootfs.diff_ids) || c.rootfs.diff_ids.some((d) => typeof d !== 'string' || !isDigest(d))) {
     throw invalidArgument('image config has no valid rootfs.diff_ids');

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import type { ContentStore } from './content-store.js';
 import type { SnapshotStore } from './snapshots.js';
 import { chainIds as computeChainIds } from './snapshots.js';
-import { RegistryClient, RangeNotSatisfiableError, UnexpectedStatusError, readLimited, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
+import { RegistryClient, RangeNotSatisfiableError, UnexpectedStatusError, MAX_MANIFEST_BYTES, type RegistrySession } from './registry-client.js';
 import { DigestMismatchError, type Ingest } from './content-store.js';
 import { mkdir } from 'node:fs/promises';
 import { removeTree } from '../util/fs.js';
@@ -65,8 +65,8 @@ function sha256(b: Buffer): string {
 }
 
 async function fetchManifestBytes(client: RegistryClient, ref: string): Promise<{ data: Buffer; contentType?: string; digest: string }> {
-  const res = await client.fetch('manifests', ref, { accept: MANIFEST_ACCEPT });
-  const data = await readLimited(res.body, MAX_MANIFEST_BYTES, 'manifest');
+  const res = await client.fetchWhole('manifests', ref, { accept: MANIFEST_ACCEPT }, MAX_MANIFEST_BYTES, 'manifest');
+  const data = res.data;
   const digest = sha256(data);
   if (ref.startsWith('sha256:') && digest !== ref) {
     // the registry's fault, not the caller's: the reference was well formed

@@ -37,6 +37,11 @@ export class RegistrySession {
     return this.challenges.get(host);
   }
 
+  /** Drops a remembered challenge (unless another request has replaced it meanwhile). */
+  forgetChallenge(host: string, c: Challenge): void {
+    if (this.challenges.get(host) === c) this.challenges.delete(host);
+  }
+
   saveChallenge(host: string, c: Challenge): void {
     // the scope named belongs to the request that was refused; each later request names its own
     const params = { ...c.params };
@@ -157,10 +162,29 @@ export class RegistryClient {
    * the next, and NOT_FOUND is thrown only when every endpoint said so.
    */
   async fetch(kind: 'manifests' | 'blobs', ref: string, opts: FetchOptions = {}): Promise<RegistryResponse> {
+    return this.fetchAny(kind, ref, opts, async (res) => res);
+  }
+
+  /**
+   * As fetch, with the whole body read (a manifest): a body cut short or stalled is a failed request, retried
+   * and then tried on the next endpoint, as a blob download is; one over `limit` bytes is refused.
+   */
+  async fetchWhole(kind: 'manifests' | 'blobs', ref: string, opts: FetchOptions, limit: number, what: string): Promise<{ data: Buffer; headers: RegistryResponse['headers'] }> {
+    return this.fetchAny(kind, ref, opts, async (res) => {
+      try {
+        return { data: await readLimited(res.body, limit, what), headers: res.headers };
+      } catch (err) {
+        if (err instanceof SkiffError) throw err;
+        throw unavailable(`${this.registry}: reading the ${what} from ${new URL(res.url).host} failed: ${errorMessage(err)}`, { image: this.repository }, err);
+      }
+    });
+  }
+
+  private async fetchAny<T>(kind: 'manifests' | 'blobs', ref: string, opts: FetchOptions, consume: (res: RegistryResponse) => Promise<T>): Promise<T> {
     let lastErr: unknown;
     for (const ep of this.endpointsFor(kind)) {
       try {
-        return await this.fetchFrom(ep, this.url(ep, kind, ref), opts);
+        return await this.fetchFrom(ep, this.url(ep, kind, ref), opts, consume);
       } catch (err) {
         lastErr = err;
       }
@@ -178,14 +202,17 @@ export class RegistryClient {
     return `${ep.base}/${this.repository}/${kind}/${ref}`;
   }
 
-  /** Tries one endpoint with retries for transient failures. */
-  async fetchFrom(ep: RegistryEndpoint, url: string, opts: FetchOptions): Promise<RegistryResponse> {
+  /** Tries one endpoint with retries for transient failures (of the request, or of `consume` reading its answer). */
+  async fetchFrom(ep: RegistryEndpoint, url: string, opts: FetchOptions): Promise<RegistryResponse>;
+  async fetchFrom<T>(ep: RegistryEndpoint, url: string, opts: FetchOptions, consume: (res: RegistryResponse) => Promise<T>): Promise<T>;
+  async fetchFrom<T>(ep: RegistryEndpoint, url: string, opts: FetchOptions, consume?: (res: RegistryResponse) => Promise<T>): Promise<T | RegistryResponse> {
     let lastErr: unknown;
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, BACKOFF_MS[attempt - 1] ?? 1000));
       this.signal?.throwIfAborted();
       try {
-        return await this.follow(ep, url, opts);
+        const res = await this.follow(ep, url, opts);
+        return consume ? await consume(res) : res;
       } catch (err) {
         this.signal?.throwIfAborted();
         lastErr = err;
@@ -211,8 +238,16 @@ export class RegistryClient {
       if (known && !authTried.has(new URL(url).host)) {
         // this host wants Bearer tokens (it said so before): get one for this scope up front
         authTried.add(new URL(url).host);
-        await this.answerChallenge(url, [known], sameOrigin, ep);
-        auth = await this.authorizationFor(url, sameOrigin, ep);
+        try {
+          await this.answerChallenge(url, [known], sameOrigin, ep);
+          auth = await this.authorizationFor(url, sameOrigin, ep);
+        } catch {
+          this.signal?.throwIfAborted();
+          // the remembered challenge may be stale (the registry moved its token server): forget it and let
+          // the registry challenge this request afresh
+          this.session.forgetChallenge(new URL(url).host, known);
+          authTried.delete(new URL(url).host);
+        }
       }
       if (auth) headers.authorization = auth;
       let res: Dispatcher.ResponseData;

@@ -32,7 +32,7 @@ function errOf(p: Promise<unknown>): Promise<{ code: number; details: string }> 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** A registry scripted by `route`; `log` records "METHOD path range auth" of every request. */
-async function server(route: Handler): Promise<{ host: string; log: string[]; requests: IncomingMessage[] }> {
+async function server(route: Handler): Promise<{ host: string; log: string[]; requests: IncomingMessage[]; close: () => void }> {
   const log: string[] = [];
   const requests: IncomingMessage[] = [];
   const s = createServer((req, res) => {
@@ -42,7 +42,11 @@ async function server(route: Handler): Promise<{ host: string; log: string[]; re
   });
   servers.push(s);
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  return { host: `127.0.0.1:${(s.address() as { port: number }).port}`, log, requests };
+  const close = () => {
+    s.closeAllConnections();
+    s.close();
+  };
+  return { host: `127.0.0.1:${(s.address() as { port: number }).port}`, log, requests, close };
 }
 
 /** Routes /v2/<repo>/manifests/<ref> and /v2/<repo>/blobs/<digest> of `img` (tag "v1"); `blob` overrides blobs. */
@@ -150,6 +154,18 @@ describe('downloads', () => {
     expect((await pull(d, `${s.host}/x/y:v1`)).image_ref).toBe(img.config.digest);
     expect(await blobsOf(d)).toContain(l.digest.slice(7));
     expect(await readdir(join(d.root, 'images/runc/ingest'))).toEqual([]);
+  });
+
+  it('a manifest cut short is retried like a blob, not a failed pull', async () => {
+    const inner = registryRoute(img);
+    let cuts = 1;
+    const reg = await server((req, res) => {
+      if (req.url?.includes('/manifests/') && cuts-- > 0) return cutShort(res, img.manifest.data, 19, { 'content-type': img.manifest.mediaType });
+      inner(req, res);
+    });
+    const d = await daemon();
+    await pull(d, `${reg.host}/m/cut:v1`);
+    expect(reg.log.filter((l) => l.startsWith('GET /v2/m/cut/manifests/v1 ')).length).toBe(2);
   });
 
   it('treats a missing Content-Length as unknown, not as an empty blob', async () => {
@@ -270,6 +286,32 @@ describe('authentication quirks', () => {
     await pull(d, `${reg.host}/team/b:v1`);
     expect(reg.unauthorized()).toBe(after);
     expect(reg.tokenLog.map((t) => new URL(t.url, 'http://x').searchParams.get('scope'))).toEqual(['repository:team/a:pull', 'repository:team/b:pull']);
+  });
+
+  it('a remembered challenge whose token server is gone is forgotten: the registry is asked again', async () => {
+    const issued = new Set<string>();
+    const tokenServer = () =>
+      server((_req, res) => {
+        const t = randomBytes(8).toString('hex');
+        issued.add(t);
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: t }));
+      });
+    const [t1, t2] = [await tokenServer(), await tokenServer()];
+    let realm = t1.host;
+    const inner = registryRoute(img);
+    const reg = await server((req, res) => {
+      if (!issued.has((req.headers.authorization ?? '').replace(/^Bearer /, ''))) {
+        return void res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${realm}/token",service="moved"` }).end();
+      }
+      inner(req, res);
+    });
+    const d = await daemon();
+    await pull(d, `${reg.host}/team/a:v1`);
+    // the registry moves its token server
+    t1.close();
+    realm = t2.host;
+    await pull(d, `${reg.host}/team/b:v1`);
+    expect(t2.log).toHaveLength(1);
   });
 
   it('honours expires_in, whether the token comes as `token` or `access_token`', async () => {

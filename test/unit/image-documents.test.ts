@@ -1,0 +1,85 @@
+// Manifests, indexes and configs as registries serve them, hostile ones included: what is refused at the pull
+// (INVALID_ARGUMENT) instead of being stored and breaking later calls; and an image record that cannot be
+// written is not listed.
+import { describe, it, expect, afterEach } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig, parseManifest, MAX_LAYERS } from '../../src/image/manifest.js';
+import { ImageStore, type ImageRecord } from '../../src/image/image-store.js';
+import { imageUser } from '../../src/cri/image-service.js';
+
+const digest = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`;
+const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+const config = (c: Record<string, unknown>) => json({ architecture: 'amd64', os: 'linux', config: c, rootfs: { type: 'layers', diff_ids: [digest(1)] } });
+const manifest = (layers: { digest: string; size: number }[]) =>
+  json({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: digest(9), size: 10 }, layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...l })) });
+const refused = (f: () => unknown) => expect(f).toThrow(expect.objectContaining({ kind: 'invalid_argument' }));
+
+describe('image configs', () => {
+  it('refuses fields of the wrong type that later calls would trip over', () => {
+    for (const bad of [{ User: 0 }, { User: ['root'] }, { Env: 'PATH=/bin' }, { Env: [1] }, { Cmd: 'sh' }, { Entrypoint: [{}] }, { WorkingDir: 1 }, { StopSignal: 15 }, { Labels: { a: 1 } }, { Labels: [] }, { ExposedPorts: 'x' }, { Volumes: 1 }]) {
+      refused(() => parseConfig(config(bad)));
+    }
+    const ok = parseConfig(config({ User: '1000:1000', Env: ['A=1'], Cmd: null, Entrypoint: ['sh'], Labels: null, ExposedPorts: { '80/tcp': {} } }));
+    expect(ok.config?.User).toBe('1000:1000');
+    refused(() => parseConfig(json({ config: {}, rootfs: { diff_ids: [digest(1)] }, architecture: 7 })));
+  });
+
+  it('refuses JSON nested deeper than any real document (it overflowed the stack when the record was written)', () => {
+    const deep = `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["${digest(1)}"]},"x":${'['.repeat(6000)}${']'.repeat(6000)}}`;
+    refused(() => parseConfig(Buffer.from(deep)));
+    refused(() => parseManifest(Buffer.from(`{"schemaVersion":2,"y":${'{"a":'.repeat(300)}1${'}'.repeat(300)}}`), undefined));
+    // brackets inside strings are text, not nesting
+    expect(parseConfig(config({ Cmd: ['['.repeat(5000)] })).config?.Cmd?.[0]).toHaveLength(5000);
+  });
+
+  it('imageUser reads only a string (records stored before the check existed)', () => {
+    expect(imageUser(0 as unknown as string)).toEqual({ username: '' });
+    expect(imageUser('1000:1000')).toEqual({ uid: '1000', username: '' });
+  });
+});
+
+describe('manifests', () => {
+  it('refuses more layers than overlayfs can stack, and sizes that add up past what can be counted', () => {
+    refused(() => parseManifest(manifest(Array.from({ length: MAX_LAYERS + 1 }, (_, i) => ({ digest: digest(i), size: 1 }))), undefined));
+    expect((parseManifest(manifest(Array.from({ length: MAX_LAYERS }, (_, i) => ({ digest: digest(i), size: 1 }))), undefined) as { layers: unknown[] }).layers).toHaveLength(MAX_LAYERS);
+    refused(() => parseManifest(manifest([{ digest: digest(1), size: 5e15 }, { digest: digest(2), size: 5e15 }]), undefined));
+  });
+});
+
+describe('image records', () => {
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a record that cannot be written is not listed, and takes no tag from another image', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'skiff-records-'));
+    const store = new ImageStore(dir);
+    await store.init(() => {});
+    const rec = (id: number, tags: string[], cfg: Record<string, unknown> = {}): ImageRecord => ({
+      id: digest(id),
+      repoTags: tags,
+      repoDigests: [],
+      manifestDigests: [],
+      layers: [],
+      diffIds: [],
+      chainIds: [],
+      size: 1,
+      runtimeHandler: '',
+      userSpecifiedImage: '',
+      pinned: false,
+      config: cfg,
+      pulledAt: 0,
+    });
+    await store.save(rec(1, ['docker.io/library/a:1']));
+    // a value JSON cannot write (BigInt) stands for any failure to write the record
+    await expect(store.save(rec(2, ['docker.io/library/a:1'], { bad: 1n }))).rejects.toThrow();
+    expect(store.get(digest(2))).toBeUndefined();
+    expect(store.get(digest(1))?.repoTags).toEqual(['docker.io/library/a:1']);
+    const reloaded = new ImageStore(dir);
+    await reloaded.init(() => {});
+    expect(reloaded.all().map((r) => [r.id, r.repoTags])).toEqual([[digest(1), ['docker.io/library/a:1']]]);
+  });
+});
