@@ -170,31 +170,52 @@ export function choosePlatform(index: ImageIndex, want: Platform = hostPlatform(
 
 const isString = (v: unknown): v is string => typeof v === 'string';
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every(isString);
+/** A string as Go's encoding/json decodes one (containerd and CRI-O read configs so): null is "". */
+const asGoString = (v: unknown): string | undefined => (v === null ? '' : isString(v) ? v : undefined);
 
-/** What each field of the config's `config` section may hold (absent is always fine): as Go's typed decoding in containerd and CRI-O refuses the rest. */
-const CONFIG_FIELDS: Record<string, { ok: (v: unknown) => boolean; is: string }> = {
-  User: { ok: isString, is: 'a string' },
-  WorkingDir: { ok: isString, is: 'a string' },
-  StopSignal: { ok: isString, is: 'a string' },
-  Env: { ok: (v) => v === null || isStrings(v), is: 'a list of strings' },
-  Entrypoint: { ok: (v) => v === null || isStrings(v), is: 'a list of strings' },
-  Cmd: { ok: (v) => v === null || isStrings(v), is: 'a list of strings' },
-  Labels: { ok: (v) => v === null || (isObject(v) && Object.values(v).every(isString)), is: 'an object of strings' },
-  ExposedPorts: { ok: (v) => v === null || isObject(v), is: 'an object' },
-  Volumes: { ok: (v) => v === null || isObject(v), is: 'an object' },
+/** A list of strings, its nulls made "" (Go's reading); undefined when it is something else. */
+function goStrings(v: unknown): string[] | undefined {
+  if (!Array.isArray(v)) return undefined;
+  const out = v.map(asGoString);
+  return out.every(isString) ? out : undefined;
+}
+
+/**
+ * What each field of the config's `config` section may hold, read as Go's typed decoding in containerd and
+ * CRI-O reads it: null is the field's zero value, and a value of another type is refused.
+ */
+const CONFIG_FIELDS: Record<string, { read: (v: unknown) => unknown; is: string }> = {
+  User: { read: asGoString, is: 'a string' },
+  WorkingDir: { read: asGoString, is: 'a string' },
+  StopSignal: { read: asGoString, is: 'a string' },
+  Env: { read: (v) => (v === null ? null : goStrings(v)), is: 'a list of strings' },
+  Entrypoint: { read: (v) => (v === null ? null : goStrings(v)), is: 'a list of strings' },
+  Cmd: { read: (v) => (v === null ? null : goStrings(v)), is: 'a list of strings' },
+  Labels: {
+    read: (v) => {
+      if (v === null) return null;
+      if (!isObject(v)) return undefined;
+      const out = Object.fromEntries(Object.entries(v).map(([k, x]) => [k, asGoString(x)]));
+      return Object.values(out).every(isString) ? out : undefined;
+    },
+    is: 'an object of strings',
+  },
+  ExposedPorts: { read: (v) => (v === null || isObject(v) ? v : undefined), is: 'an object' },
+  Volumes: { read: (v) => (v === null || isObject(v) ? v : undefined), is: 'an object' },
 };
 
 export function parseConfig(data: Buffer): ImageConfig {
   const doc = parseDocument(data, 'image config');
   for (const key of ['architecture', 'os'] as const) {
-    if (doc[key] !== undefined && !isString(doc[key])) throw invalidArgument(`image config field ${key} is not a string`);
+    if (doc[key] !== undefined && doc[key] !== null && !isString(doc[key])) throw invalidArgument(`image config field ${key} is not a string`);
   }
   if (doc.config !== undefined && doc.config !== null) {
     if (!isObject(doc.config)) throw invalidArgument('image config field config is not an object');
     for (const [key, rule] of Object.entries(CONFIG_FIELDS)) {
-      const v = doc.config[key];
-      if (v !== undefined && !rule.ok(v)) throw invalidArgument(`image config field config.${key} is not ${rule.is}`);
+      if (doc.config[key] === undefined) continue;
+      const v = rule.read(doc.config[key]);
+      if (v === undefined) throw invalidArgument(`image config field config.${key} is not ${rule.is}`);
+      doc.config[key] = v;
     }
   }
   const c = doc as ImageConfig;

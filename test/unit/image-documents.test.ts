@@ -24,6 +24,10 @@ describe('image configs', () => {
     const ok = parseConfig(config({ User: '1000:1000', Env: ['A=1'], Cmd: null, Entrypoint: ['sh'], Labels: null, ExposedPorts: { '80/tcp': {} } }));
     expect(ok.config?.User).toBe('1000:1000');
     refused(() => parseConfig(json({ config: {}, rootfs: { diff_ids: [digest(1)] }, architecture: 7 })));
+    // null is a field's zero value, as Go's decoding in containerd and CRI-O reads it
+    const nulls = parseConfig(config({ User: null, WorkingDir: null, StopSignal: null, Env: ['A=1', null], Cmd: null, Labels: { a: null }, Volumes: null }));
+    expect(nulls.config).toMatchObject({ User: '', WorkingDir: '', StopSignal: '', Env: ['A=1', ''], Cmd: null, Labels: { a: '' }, Volumes: null });
+    expect(parseConfig(json({ config: null, rootfs: { diff_ids: [digest(1)] } })).config).toBeNull();
   });
 
   it('refuses JSON nested deeper than any real document (it overflowed the stack when the record was written)', () => {
