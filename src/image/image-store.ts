@@ -47,6 +47,28 @@ export class ImageStore {
     const { records, problems } = await this.records.loadAll();
     for (const p of problems) warn(`image record ${p.file} is damaged (${p.error}); moved aside`);
     for (const r of records.values()) this.images.set(r.id, r);
+    await this.settleTags(warn);
+  }
+
+  /**
+   * A tag on two records (the daemon died while a pull moved it) stays with the newest pull, as if the move
+   * had finished; the others are rewritten without it.
+   */
+  private async settleTags(warn: (msg: string) => void): Promise<void> {
+    const owner = new Map<string, ImageRecord>();
+    for (const r of this.all()) {
+      for (const t of r.repoTags) {
+        const o = owner.get(t);
+        if (!o || r.pulledAt > o.pulledAt || (r.pulledAt === o.pulledAt && r.id > o.id)) owner.set(t, r);
+      }
+    }
+    for (const r of this.all()) {
+      const kept = r.repoTags.filter((t) => owner.get(t) === r);
+      if (kept.length === r.repoTags.length) continue;
+      warn(`image ${r.id}: tags ${r.repoTags.filter((t) => !kept.includes(t)).join(', ')} belong to a newer pull; removed`);
+      r.repoTags = kept;
+      await this.records.save(r.id.slice(7), r);
+    }
   }
 
   all(): ImageRecord[] {
@@ -83,7 +105,7 @@ export class ImageStore {
   /** Saves a record; a tag moves from any other image to this one (tags are unique per handler). */
   async save(rec: ImageRecord): Promise<ImageRecord[]> {
     // on disk first: a record that cannot be written is neither listed nor takes tags from other images
-    // (a crash before the tags moved leaves a tag on two records; resolving it finds one of them)
+    // (a crash before the tags moved leaves a tag on two records: init gives it to the newest pull)
     await this.records.save(rec.id.slice(7), rec);
     this.images.set(rec.id, rec);
     const changed: ImageRecord[] = [];

@@ -79,8 +79,12 @@ function descriptor(v: unknown, where: string): Descriptor {
   return { ...d, mediaType: typeof d.mediaType === 'string' ? d.mediaType : '' } as Descriptor;
 }
 
-/** Layers overlayfs stacks at most (the kernel's OVL_MAX_STACK): an image with more could never run. */
-export const MAX_LAYERS = 500;
+/**
+ * Layers an image may have. Overlayfs stacks up to 500, but a container's mount options (its lowerdirs as
+ * "<snapshot id>/fs", upper and work dir) must fit one page: 256 layers fit with snapshot ids of 6 digits and
+ * a root path of a few hundred bytes. Docker's builder stops at 128.
+ */
+export const MAX_LAYERS = 256;
 /** JSON nesting a registry document may have: real ones nest a handful of levels. */
 const MAX_JSON_DEPTH = 64;
 
@@ -204,13 +208,28 @@ const CONFIG_FIELDS: Record<string, { read: (v: unknown) => unknown; is: string 
   Volumes: { read: (v) => (v === null || isObject(v) ? v : undefined), is: 'an object' },
 };
 
+/**
+ * Go's encoding/json matches a field's name exactly or, failing that, case-insensitively: an image whose
+ * config says "user" runs as that user under containerd. The canonical names are filled in the same way.
+ */
+function canonicalKeys(obj: Record<string, unknown>, names: readonly string[]): void {
+  for (const name of names) {
+    if (name in obj) continue;
+    const other = Object.keys(obj).find((k) => k.toLowerCase() === name.toLowerCase());
+    if (other !== undefined) obj[name] = obj[other];
+  }
+}
+
 export function parseConfig(data: Buffer): ImageConfig {
   const doc = parseDocument(data, 'image config');
+  canonicalKeys(doc, ['architecture', 'os', 'config', 'rootfs']);
+  if (isObject(doc.rootfs)) canonicalKeys(doc.rootfs, ['type', 'diff_ids']);
   for (const key of ['architecture', 'os'] as const) {
     if (doc[key] !== undefined && doc[key] !== null && !isString(doc[key])) throw invalidArgument(`image config field ${key} is not a string`);
   }
   if (doc.config !== undefined && doc.config !== null) {
     if (!isObject(doc.config)) throw invalidArgument('image config field config is not an object');
+    canonicalKeys(doc.config, Object.keys(CONFIG_FIELDS));
     for (const [key, rule] of Object.entries(CONFIG_FIELDS)) {
       if (doc.config[key] === undefined) continue;
       const v = rule.read(doc.config[key]);

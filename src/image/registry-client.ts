@@ -241,10 +241,12 @@ export class RegistryClient {
         try {
           await this.answerChallenge(url, [known], sameOrigin, ep);
           auth = await this.authorizationFor(url, sameOrigin, ep);
-        } catch {
+        } catch (err) {
           this.signal?.throwIfAborted();
-          // the remembered challenge may be stale (the registry moved its token server): forget it and let
-          // the registry challenge this request afresh
+          // a token server that cannot be reached may be stale (the registry moved it): forget it and let the
+          // registry challenge this request afresh. A refusal of the credentials stands: asking again would
+          // only repeat a failed login.
+          if (!(err instanceof SkiffError) || err.kind !== 'unavailable') throw err;
           this.session.forgetChallenge(new URL(url).host, known);
           authTried.delete(new URL(url).host);
         }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { writeJsonAtomic } from '../store/atomic.js';
 import { run, runChecked } from '../util/exec.js';
 import { isMountPoint } from '../util/mountinfo.js';
-import { errnoCode, internal, invalidArgument } from '../errors.js';
+import { errnoCode, failedPrecondition, invalidArgument } from '../errors.js';
 
 export interface RootfsRecord {
   containerId: string;
@@ -24,7 +24,7 @@ export const MOUNT_OPTIONS_LIMIT = 4096;
 
 export function overlayOptions(lowerRel: string[], upper: string, work: string): string {
   const opts = `lowerdir=${lowerRel.join(':')},upperdir=${upper},workdir=${work}`;
-  if (opts.length >= MOUNT_OPTIONS_LIMIT) throw internal(`overlay mount options are ${opts.length} bytes, over the kernel's one-page limit (too many layers)`);
+  if (opts.length >= MOUNT_OPTIONS_LIMIT) throw failedPrecondition(`overlay mount options are ${opts.length} bytes, over the kernel's one-page limit (too many layers)`);
   return opts;
 }
 

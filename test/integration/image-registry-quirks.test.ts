@@ -297,6 +297,8 @@ describe('authentication quirks', () => {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: t }));
       });
     const [t1, t2] = [await tokenServer(), await tokenServer()];
+    // a token server that refuses credentials: asked once per pull, its refusal stands
+    const refusing = await server((_req, res) => void res.writeHead(401).end());
     let realm = t1.host;
     const inner = registryRoute(img);
     const reg = await server((req, res) => {
@@ -312,6 +314,13 @@ describe('authentication quirks', () => {
     realm = t2.host;
     await pull(d, `${reg.host}/team/b:v1`);
     expect(t2.log).toHaveLength(1);
+    realm = refusing.host;
+    t2.close();
+    await pull(d, `${reg.host}/team/c:v1`).catch(() => undefined);
+    const denied = await errOf(pull(d, `${reg.host}/team/d:v1`, { username: 'u', password: 'wrong' } as AuthConfig));
+    expect(denied.code).toBe(status.PERMISSION_DENIED);
+    // team/c: one refusal after the stale challenge was dropped; team/d: one, not a second login attempt
+    expect(refusing.log).toHaveLength(2);
   });
 
   it('honours expires_in, whether the token comes as `token` or `access_token`', async () => {
