@@ -317,7 +317,7 @@ describe('authentication quirks', () => {
     realm = refusing.host;
     t2.close();
     await pull(d, `${reg.host}/team/c:v1`).catch(() => undefined);
-    const denied = await errOf(pull(d, `${reg.host}/team/d:v1`, { username: 'u', password: 'wrong' } as AuthConfig));
+    const denied = await errOf(pull(d, `${reg.host}/team/d:v1`, { username: 'u', password: 'wrong' }));
     expect(denied.code).toBe(status.PERMISSION_DENIED);
     // team/c: one refusal after the stale challenge was dropped; team/d: one, not a second login attempt
     expect(refusing.log).toHaveLength(2);
