@@ -2,8 +2,9 @@
 // ContainerStatus.log_path holds `<RFC3339Nano> <stdout|stderr> <P|F> <text>` records; P records are the
 // pieces of a line that was split (long lines, or output not yet ended by a newline) and are joined with
 // the following records of the same stream up to the F that ends the line.
+// The file is read as latin1, one character per byte, and printed back the same way: a container's output
+// comes out byte for byte, as crictl prints it, whether or not it is UTF-8.
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import { StringDecoder } from 'node:string_decoder';
 import { parseDuration } from './context.js';
 // one record's format is shared with the runtime side (src/oci/cri-log.ts, which completes conmon's logs)
 import { parseCriLogLine, type CriLogRecord, type LogStream } from '../oci/cri-log.js';
@@ -12,6 +13,7 @@ import { parseCriLogLine, type CriLogRecord, type LogStream } from '../oci/cri-l
 export interface LogMessage {
   time: string;
   stream: LogStream;
+  /** The line's bytes, one character per byte (latin1). */
   text: string;
   /** false when the line was still partial where the reading stopped (no F yet). */
   complete: boolean;
@@ -110,10 +112,9 @@ export class LimitedSink implements LogSink {
   }
   write(stream: LogStream, text: string): void {
     if (this.left <= 0) return;
-    const b = Buffer.from(text);
-    const part = b.length <= this.left ? b : b.subarray(0, this.left);
+    const part = text.length <= this.left ? text : text.slice(0, this.left);
     this.left -= part.length;
-    this.inner.write(stream, part.toString());
+    this.inner.write(stream, part);
   }
 }
 
@@ -123,8 +124,6 @@ export class LogFile {
   private ino = -1;
   private offset = 0;
   private carry = '';
-  // a multi-byte character may straddle two reads
-  private decoder = new StringDecoder('utf8');
   readonly joiner = new LogJoiner();
 
   constructor(readonly path: string) {}
@@ -139,7 +138,6 @@ export class LogFile {
     this.ino = (await this.fh.stat()).ino;
     this.offset = 0;
     this.carry = '';
-    this.decoder = new StringDecoder('utf8');
     return true;
   }
 
@@ -161,7 +159,6 @@ export class LogFile {
       if (size < this.offset) {
         this.offset = 0;
         this.carry = '';
-        this.decoder = new StringDecoder('utf8');
         continue;
       }
       return out;
@@ -175,7 +172,7 @@ export class LogFile {
       const { bytesRead } = await this.fh!.read(buf, 0, buf.length, this.offset);
       if (bytesRead === 0) return out;
       this.offset += bytesRead;
-      const text = this.carry + this.decoder.write(buf.subarray(0, bytesRead));
+      const text = this.carry + buf.toString('latin1', 0, bytesRead);
       const nl = text.lastIndexOf('\n');
       this.carry = text.slice(nl + 1);
       if (nl >= 0) out.push(...messagesOf(text.slice(0, nl), this.joiner));

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
+import { isStrictlyInside } from '../util/fs.js';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { ImageService } from '../image/images.js';
@@ -43,6 +44,8 @@ export const EXEC_SYNC_MAX_OUTPUT = 16 * 1024 * 1024 - 1024;
 const KILL_WAIT_MS = 10_000;
 /** Fallback for fs.watch on the exit dir (which can miss events, e.g. on some filesystems). */
 const EXIT_POLL_MS = 1_000;
+/** Every this many polls a running container's monitor is checked to be alive (a /proc read each). */
+const MONITOR_CHECK_EVERY = 2;
 
 export interface ContainerManagerDeps {
   config: SkiffConfig;
@@ -106,6 +109,8 @@ export class ContainerManager {
   private readonly log: Logger;
   /** woken whenever an exit file shows up (before the record is updated) */
   private readonly exitWaiters = new Map<string, Set<() => void>>();
+  /** Containers whose monitor died while they still run (warned once). */
+  private readonly orphanWarned = new Set<string>();
   private watcher?: FSWatcher;
   private poller?: NodeJS.Timeout;
   private minOom?: number;
@@ -188,6 +193,12 @@ export class ContainerManager {
       if (logPath && !isAbsolute(logPath)) {
         this.names.delete(key);
         throw invalidArgument(`log path ${logPath} is not absolute (pod log_directory must be absolute)`, { container: meta.name });
+      }
+      // a file strictly inside the pod's log directory: "." or "x/.." would turn the directory itself into
+      // this container's log file, and ".." would put it elsewhere on the host
+      if (logPath && !isStrictlyInside(logDir, logPath)) {
+        this.names.delete(key);
+        throw invalidArgument(`log path "${config.log_path.slice(0, 200)}" is not a file inside the pod's log directory ${logDir}`, { container: meta.name });
       }
       const img = image.config.config ?? {};
       const rec: ContainerRecord = {
@@ -378,6 +389,30 @@ export class ContainerManager {
     })().catch((err: unknown) => this.log.warn({ container: id, err: errorMessage(err) }, 'recording an exit failed'));
   }
 
+  /**
+   * A monitor that died (killed, OOM) writes no exit file: without a look at it, its container would stay
+   * RUNNING forever. Once the runtime says the process is gone, the exit is recorded with its code unknown.
+   */
+  private checkMonitor(id: string): void {
+    const c = this.containers.get(id);
+    if (!c) return;
+    void (async () => {
+      if (await this.deps.driver.monitorAlive(this.ref(c))) return;
+      await this.locks.run(id, async () => {
+        const cur = this.containers.get(id);
+        if (!cur || cur.state !== 'running' || cur.creating || (await this.recordExitIfAny(cur))) return;
+        const st = await this.deps.driver.state(this.ref(cur));
+        if (st?.status === 'running' || st?.status === 'paused') {
+          if (!this.orphanWarned.has(id)) this.log.warn({ container: id }, 'its monitor (conmon) died; the container still runs, its exit code will be lost');
+          this.orphanWarned.add(id);
+          return;
+        }
+        this.orphanWarned.delete(id);
+        await this.markExited(cur, 255, Date.now(), 'Error', 'exited after its monitor (conmon) died; exit code unknown');
+      });
+    })().catch((err: unknown) => this.log.warn({ container: id, err: errorMessage(err) }, 'checking the monitor failed'));
+  }
+
   private watchExits(): void {
     try {
       this.watcher = watch(this.deps.driver.exitDir, (_event, name) => {
@@ -387,8 +422,14 @@ export class ContainerManager {
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'cannot watch the exit dir; polling only');
     }
+    let polls = 0;
     this.poller = setInterval(() => {
-      for (const c of this.containers.values()) if (c.state === 'running' && !c.creating) this.onExitFile(c.id);
+      const checkMonitors = ++polls % MONITOR_CHECK_EVERY === 0;
+      for (const c of this.containers.values()) {
+        if (c.state !== 'running' || c.creating) continue;
+        this.onExitFile(c.id);
+        if (checkMonitors) this.checkMonitor(c.id);
+      }
     }, EXIT_POLL_MS);
     this.poller.unref();
   }

@@ -206,6 +206,16 @@ export class ConmonDriver implements RuntimeDriver {
     return { status: (v.status ?? 'stopped') as RuntimeState['status'], pid: v.pid ?? 0 };
   }
 
+  async monitorAlive(ref: RuntimeRef): Promise<boolean> {
+    const pid = Number((await readFile(join(ref.bundle, 'conmon.pid'), 'utf8').catch(() => '')).trim());
+    // no pid file: conmon never got that far (create failed), nothing is watching
+    if (!Number.isInteger(pid) || pid <= 1) return false;
+    // the process with that pid must still be this container's conmon (pids are reused)
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    const args = cmdline.split('\0');
+    return args.some((a) => a.endsWith('conmon')) && args.includes(ref.id);
+  }
+
   async exit(ref: RuntimeRef): Promise<ExitInfo | undefined> {
     const file = join(this.exitDir, ref.id);
     let text: string;

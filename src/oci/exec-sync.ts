@@ -27,26 +27,54 @@ const KILL_GRACE_MS = 5_000;
 /** How long output may trail the exec'd process's exit (a background child may hold the pipes). */
 export const EXEC_DRAIN_MS = 200;
 
-/** Keeps the first bytes written to it, up to a budget shared with other buffers; counts the rest. */
+/** Bytes a buffer may still keep; several buffers may draw on one. */
+export interface OutputBudget {
+  left: number;
+}
+
+/**
+ * What all ExecSyncs running at once may keep of their output. Each may keep kubelet's 16 MiB, but sixty
+ * probes of `yes` at once took the daemon to 1.45 GB: past this, output is cut as if at the per-exec cap.
+ */
+export const EXEC_OUTPUT_TOTAL_BYTES = 64 * 1024 * 1024;
+const allExecs: OutputBudget = { left: EXEC_OUTPUT_TOTAL_BYTES };
+
+/** setTimeout's longest delay (about 24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Keeps the first bytes written to it, up to budgets shared with other buffers; counts the rest. */
 export class CappedBuffer {
   private buf = Buffer.alloc(0);
   private kept = 0;
   total = 0;
-  constructor(private readonly budget: { left: number }) {}
+  private readonly budgets: OutputBudget[];
+  constructor(...budgets: OutputBudget[]) {
+    this.budgets = budgets;
+  }
+  private left(): number {
+    return Math.min(...this.budgets.map((b) => b.left));
+  }
   push(b: Buffer): void {
     this.total += b.length;
-    const room = Math.min(b.length, this.budget.left);
+    const left = this.left();
+    const room = Math.min(b.length, left);
     if (room <= 0) return;
     if (this.kept + room > this.buf.length) {
-      // grow by doubling (bounded by what the budget still allows): few copies, no per-chunk objects
-      const size = Math.min(Math.max(this.buf.length * 2, this.kept + room, 64 * 1024), this.kept + this.budget.left);
+      // grow by doubling (bounded by what the budgets still allow): few copies, no per-chunk objects
+      const size = Math.min(Math.max(this.buf.length * 2, this.kept + room, 64 * 1024), this.kept + left);
       const next = Buffer.allocUnsafe(size);
       this.buf.copy(next, 0, 0, this.kept);
       this.buf = next;
     }
     b.copy(this.buf, this.kept, 0, room);
     this.kept += room;
-    this.budget.left -= room;
+    for (const budget of this.budgets) budget.left -= room;
+  }
+  /** Gives what it kept back to its budgets (the exec is over). */
+  release(): void {
+    for (const budget of this.budgets) budget.left += this.kept;
+    this.kept = 0;
+    this.buf = Buffer.alloc(0);
   }
   get truncated(): boolean {
     return this.total > this.kept;
@@ -89,12 +117,14 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
     '--sync',
     '--log-level', 'error',
   ];
+  const outputs: CappedBuffer[] = [];
   try {
     return await new Promise<ExecResult>((resolve, reject) => {
       const child = spawn(t.conmon, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { ...process.env, _OCI_SYNCPIPE: '3' } }) as ChildProcessByStdio<null, Readable, Readable>;
       const budget = { left: opts.maxOutputBytes };
-      const out = new CappedBuffer(budget);
-      const err = new CappedBuffer(budget);
+      const out = new CappedBuffer(budget, allExecs);
+      const err = new CappedBuffer(budget, allExecs);
+      outputs.push(out, err);
       child.stdout.on('data', (b: Buffer) => out.push(b));
       child.stderr.on('data', (b: Buffer) => err.push(b));
       const sync = child.stdio[3] as Socket;
@@ -126,7 +156,8 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
           }
         }, KILL_GRACE_MS);
       };
-      if (opts.timeoutMs > 0) {
+      // a timeout past what a timer can hold (kubelet passes seconds; days are "none" in practice)
+      if (opts.timeoutMs > 0 && opts.timeoutMs <= MAX_TIMER_MS) {
         timer = setTimeout(() => {
           timedOut = true;
           stop();
@@ -198,12 +229,19 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
             reject(internal(`exec failed: ${why}`.slice(0, 2000), { container: t.id }));
             return;
           }
-          if (exitCode === undefined || Number.isNaN(exitCode)) exitCode = killing ? 137 : (code ?? 255);
+          if (exitCode === undefined && !killing) {
+            // conmon went without reporting the exit (killed): the process it watched may still run, untracked
+            killProcess();
+            reject(internal(`exec monitor (conmon) ended (${code ?? 'signal'}) before the exec'd process did; the process was killed`, { container: t.id }));
+            return;
+          }
+          if (exitCode === undefined || Number.isNaN(exitCode)) exitCode = 137;
           resolve({ exitCode, timedOut, stdout: out.value(), stderr: err.value(), truncated: out.truncated || err.truncated });
         });
       });
     });
   } finally {
+    for (const o of outputs) o.release();
     await rm(dir, { recursive: true, force: true });
     await rm(join(t.socketDir, execId), { force: true });
   }

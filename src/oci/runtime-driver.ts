@@ -68,6 +68,8 @@ export interface RuntimeDriver {
   state(ref: RuntimeRef): Promise<RuntimeState | undefined>;
   /** The recorded exit, once the monitor wrote it. */
   exit(ref: RuntimeRef): Promise<ExitInfo | undefined>;
+  /** Whether the container's monitor still runs (false: it died, and no exit file will come). */
+  monitorAlive(ref: RuntimeRef): Promise<boolean>;
   exec(ref: RuntimeRef, opts: ExecOptions): Promise<ExecResult>;
   /** Runs a process in the container wired to a streaming client (exec -it); resolves with its exit code. */
   execStreaming(ref: RuntimeRef, opts: { process: OciProcess; tty: boolean }, io: CommandIo): Promise<number>;

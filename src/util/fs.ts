@@ -1,5 +1,6 @@
 // Small file-system questions shared by several modules.
 import { access } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { run } from './exec.js';
 import { internal } from '../errors.js';
 
@@ -20,4 +21,11 @@ export async function pathExists(path: string): Promise<boolean> {
 export async function removeTree(path: string): Promise<void> {
   const res = await run('rm', ['-rf', '--one-file-system', '--', path], { timeoutMs: 30 * 60_000 });
   if (res.code !== 0) throw internal(`could not remove ${path}: ${res.stderr.trim().slice(0, 500) || `rm exit ${res.code ?? res.signal}`}`, { path });
+}
+
+/** Whether `path` names something below `dir` (lexically, after resolving "." and ".."), never `dir` itself. */
+export function isStrictlyInside(dir: string, path: string): boolean {
+  const base = resolve(dir);
+  const p = resolve(path);
+  return p !== base && p.startsWith(base === '/' ? '/' : `${base}/`);
 }

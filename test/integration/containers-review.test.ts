@@ -2,12 +2,12 @@
 // daemon and real runc: error codes of CreateContainer, errors that carry the container id, a resource
 // update that fails leaving nothing changed, and the RuntimeDefault seccomp profile.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { runtimeCall } from '../../src/cli/client.js';
-import { ociDaemon, destroyEnv, setupGuard, teardownGuard, ctrConfig, runPod, podConfig, createCtr, startCtr, ctrStatus, exec, type OciEnv } from '../helpers/containers.js';
+import { ociDaemon, destroyEnv, setupGuard, teardownGuard, ctrConfig, runPod, podConfig, createCtr, startCtr, ctrStatus, exec, waitExited, type OciEnv } from '../helpers/containers.js';
 import type { ContainerConfig } from '../../src/gen/runtime/v1/ContainerConfig.js';
 
 let env: OciEnv;
@@ -126,5 +126,59 @@ describe('RuntimeDefault seccomp', () => {
     expect(adm.probes.clone_newuser).toBe('ok');
     expect(adm.unshare).toBe(0);
     expect(adm.probes.ptrace).toBe('errno=1');
+  });
+});
+
+describe('from a hostile lifecycle run', () => {
+  const bundleOf = async (id: string) => (JSON.parse((await ctrStatus(env, id, true)).info.info) as { bundle: string }).bundle;
+  const conmonOf = async (id: string) => Number((await readFile(join(await bundleOf(id), 'conmon.pid'), 'utf8')).trim());
+
+  it('an exit after its monitor (conmon) was killed is noticed, its code marked unknown', async () => {
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('orphaned', ['sh', '-c', 'sleep 1; exit 5']));
+    await startCtr(env, id);
+    process.kill(await conmonOf(id), 'SIGKILL');
+    const s = await waitExited(env, id, 15_000);
+    expect(s.state).toBe('CONTAINER_EXITED');
+    expect([s.exit_code, s.reason]).toEqual([255, 'Error']);
+    expect(s.message).toMatch(/monitor/);
+  });
+
+  it("an ExecSync whose monitor is killed fails, and the exec'd process goes with it", async () => {
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('execmon', ['sleep', '60']));
+    await startCtr(env, id);
+    const marker = `sleep ${3000 + Math.floor(Math.random() * 1000)}`;
+    const pending = failure(exec(env, id, ['sh', '-c', `echo started; ${marker}`]));
+    // the exec's conmon is the one started with -e for this container
+    let monitor = 0;
+    for (let i = 0; i < 100 && !monitor; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      const out = spawnSync('pgrep', ['-f', `conmon.*-c ${id}.*--exec-process-spec`], { encoding: 'utf8' }).stdout.trim();
+      if (out && spawnSync('pgrep', ['-f', marker]).status === 0) monitor = Number(out.split('\n')[0]);
+    }
+    expect(monitor).toBeGreaterThan(0);
+    process.kill(monitor, 'SIGKILL');
+    const res = await pending;
+    expect(res.code).toBe(grpcStatus.INTERNAL);
+    expect(res.details).toMatch(/monitor/);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(spawnSync('pgrep', ['-f', marker]).status).toBe(1);
+  });
+
+  it('an ExecSync timeout too long for a timer runs the command, not a 1 ms timeout', async () => {
+    const pod = await runPod(env);
+    const id = await createCtr(env, pod, ctrConfig('longtimeout', ['sleep', '60']));
+    await startCtr(env, id);
+    const res = await exec(env, id, ['sh', '-c', 'sleep 0.5; echo done'], 86_400_000);
+    expect([res.exit_code, res.stdout.toString()]).toEqual([0, 'done\n']);
+  });
+
+  it('a log path that is the log directory itself is INVALID_ARGUMENT', async () => {
+    const pod = await runPod(env);
+    for (const log_path of ['.', 'x/..', './']) {
+      const res = await failure(createCtr(env, pod, ctrConfig(`logdir${log_path.length}`, ['true'], { log_path })));
+      expect(res.code, log_path).toBe(grpcStatus.INVALID_ARGUMENT);
+    }
   });
 });

@@ -134,16 +134,18 @@ describe('LogFile (following a real file)', () => {
     await f.close();
   });
 
-  it('keeps multi-byte characters whole across read boundaries', async () => {
+  it('keeps the bytes of a line exactly, multi-byte characters across read boundaries and bytes that are not UTF-8', async () => {
     dir = await mkdtemp(join(tmpdir(), 'skiff-logs-'));
     const path = join(dir, '0.log');
     // 70 000 bytes of 'é' straddle the reader's 64 KiB buffer
     const text = 'é'.repeat(35_000);
-    await writeFile(path, `${T1} stdout F ${text}\n`);
+    const bad = Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe, 0x0a]);
+    await writeFile(path, Buffer.concat([Buffer.from(`${T1} stdout F ${text}\n${T1} stdout F `), bad]));
     const f = new LogFile(path);
     const msgs = await f.readMore();
     await f.close();
-    expect(msgs).toHaveLength(1);
-    expect(msgs[0].text).toBe(text);
+    expect(msgs).toHaveLength(2);
+    expect(Buffer.from(msgs[0].text, 'latin1').toString('utf8')).toBe(text);
+    expect(Buffer.from(msgs[1].text, 'latin1')).toEqual(bad.subarray(0, -1));
   });
 });

@@ -66,6 +66,17 @@ describe('exec output cap', () => {
     expect(budget.left).toBe(0);
   });
 
+  it('draws on a budget shared by all execs too, and gives it back when released', () => {
+    const all = { left: 8 };
+    const [a, b] = [new CappedBuffer({ left: 6 }, all), new CappedBuffer({ left: 6 }, all)];
+    a.push(Buffer.from('aaaaaa'));
+    b.push(Buffer.from('bbbbbb'));
+    expect([a.value().toString(), b.value().toString(), b.truncated, all.left]).toEqual(['aaaaaa', 'bb', true, 0]);
+    a.release();
+    b.release();
+    expect(all.left).toBe(8);
+  });
+
   it('holds megabytes in one buffer, not one object per chunk', () => {
     const out = new CappedBuffer({ left: 5 * 1024 * 1024 });
     const chunk = Buffer.alloc(2, 'y');

@@ -108,7 +108,8 @@ async function follow(client: CriClient, id: string, file: LogFile, emit: (m: Lo
 function stdSink(): LogSink {
   return {
     write(stream, text) {
-      (stream === 'stderr' ? process.stderr : process.stdout).write(text);
+      // the log's own bytes (LogFile reads them as latin1)
+      (stream === 'stderr' ? process.stderr : process.stdout).write(Buffer.from(text, 'latin1'));
     },
   };
 }
