@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import { isStrictlyInside } from '../util/fs.js';
+import { isSameOrAbove } from '../util/fs.js';
 import type { SkiffConfig } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { ImageService } from '../image/images.js';
@@ -111,6 +111,9 @@ export class ContainerManager {
   private readonly exitWaiters = new Map<string, Set<() => void>>();
   /** Containers whose monitor died while they still run (warned once). */
   private readonly orphanWarned = new Set<string>();
+  private orphanPolls = 0;
+  /** Containers whose monitor is being checked right now. */
+  private readonly monitorChecks = new Set<string>();
   private watcher?: FSWatcher;
   private poller?: NodeJS.Timeout;
   private minOom?: number;
@@ -194,11 +197,11 @@ export class ContainerManager {
         this.names.delete(key);
         throw invalidArgument(`log path ${logPath} is not absolute (pod log_directory must be absolute)`, { container: meta.name });
       }
-      // a file strictly inside the pod's log directory: "." or "x/.." would turn the directory itself into
-      // this container's log file, and ".." would put it elsewhere on the host
-      if (logPath && !isStrictlyInside(logDir, logPath)) {
+      // "." or "x/.." would turn the pod's log directory itself (or one above it) into this container's log
+      // file. Other paths that climb out are taken, as containerd and CRI-O take them: kubelet checks those.
+      if (logPath && isSameOrAbove(logPath, logDir)) {
         this.names.delete(key);
-        throw invalidArgument(`log path "${config.log_path.slice(0, 200)}" is not a file inside the pod's log directory ${logDir}`, { container: meta.name });
+        throw invalidArgument(`log path "${config.log_path.slice(0, 200)}" names the pod's log directory ${logDir} or one above it, not a file`, { container: meta.name });
       }
       const img = image.config.config ?? {};
       const rec: ContainerRecord = {
@@ -337,6 +340,7 @@ export class ContainerManager {
   }
 
   private async markExited(c: ContainerRecord, code: number, atMs: number, reason: string, message = ''): Promise<void> {
+    this.orphanWarned.delete(c.id);
     c.state = 'exited';
     c.exitCode = code;
     c.finishedAt = msToNanos(atMs);
@@ -395,7 +399,10 @@ export class ContainerManager {
    */
   private checkMonitor(id: string): void {
     const c = this.containers.get(id);
-    if (!c) return;
+    // one check at a time per container (a slow runtime must not pile them up on its lock), and a container
+    // known to run on without its monitor is asked about less often (each ask is a runtime process)
+    if (!c || this.monitorChecks.has(id) || (this.orphanWarned.has(id) && ++this.orphanPolls % 5 !== 0)) return;
+    this.monitorChecks.add(id);
     void (async () => {
       if (await this.deps.driver.monitorAlive(this.ref(c))) return;
       await this.locks.run(id, async () => {
@@ -410,7 +417,9 @@ export class ContainerManager {
         this.orphanWarned.delete(id);
         await this.markExited(cur, 255, Date.now(), 'Error', 'exited after its monitor (conmon) died; exit code unknown');
       });
-    })().catch((err: unknown) => this.log.warn({ container: id, err: errorMessage(err) }, 'checking the monitor failed'));
+    })()
+      .catch((err: unknown) => this.log.warn({ container: id, err: errorMessage(err) }, 'checking the monitor failed'))
+      .finally(() => this.monitorChecks.delete(id));
   }
 
   private watchExits(): void {

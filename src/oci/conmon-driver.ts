@@ -210,10 +210,11 @@ export class ConmonDriver implements RuntimeDriver {
     const pid = Number((await readFile(join(ref.bundle, 'conmon.pid'), 'utf8').catch(() => '')).trim());
     // no pid file: conmon never got that far (create failed), nothing is watching
     if (!Number.isInteger(pid) || pid <= 1) return false;
-    // the process with that pid must still be this container's conmon (pids are reused)
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    const args = cmdline.split('\0');
-    return args.some((a) => a.endsWith('conmon')) && args.includes(ref.id);
+    // the process with that pid must still be this container's conmon (pids are reused): the one started
+    // with `-c <id>` and not for an exec (-e); its binary may have any name
+    const args = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const c = args.indexOf('-c');
+    return c > 0 && args[c + 1] === ref.id && !args.includes('-e');
   }
 
   async exit(ref: RuntimeRef): Promise<ExitInfo | undefined> {

@@ -33,26 +33,33 @@ export interface OutputBudget {
 }
 
 /**
- * What all ExecSyncs running at once may keep of their output. Each may keep kubelet's 16 MiB, but sixty
- * probes of `yes` at once took the daemon to 1.45 GB: past this, output is cut as if at the per-exec cap.
+ * What all ExecSyncs running at once may keep of their output beyond each one's first EXEC_OUTPUT_OWN_BYTES.
+ * Each may keep kubelet's 16 MiB, but sixty execs of `yes` at once took the daemon to 1.45 GB; past this,
+ * output is cut as if at the per-exec cap. The first MiB of every exec is its own, so execs that hold much
+ * of the pool for long never leave a probe without its output.
  */
-export const EXEC_OUTPUT_TOTAL_BYTES = 64 * 1024 * 1024;
-const allExecs: OutputBudget = { left: EXEC_OUTPUT_TOTAL_BYTES };
+export const EXEC_OUTPUT_SHARED_BYTES = 64 * 1024 * 1024;
+export const EXEC_OUTPUT_OWN_BYTES = 1024 * 1024;
+const sharedByExecs: OutputBudget = { left: EXEC_OUTPUT_SHARED_BYTES };
 
 /** setTimeout's longest delay (about 24.8 days); a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** Keeps the first bytes written to it, up to budgets shared with other buffers; counts the rest. */
+/**
+ * Keeps the first bytes written to it, up to `budget` (shared by an exec's stdout and stderr); counts the
+ * rest. With `pool`, bytes beyond what `own` still allows are drawn from the pool (shared by all execs).
+ */
 export class CappedBuffer {
   private buf = Buffer.alloc(0);
   private kept = 0;
+  private fromPool = 0;
   total = 0;
-  private readonly budgets: OutputBudget[];
-  constructor(...budgets: OutputBudget[]) {
-    this.budgets = budgets;
-  }
+  constructor(
+    private readonly budget: OutputBudget,
+    private readonly pool?: { own: OutputBudget; shared: OutputBudget },
+  ) {}
   private left(): number {
-    return Math.min(...this.budgets.map((b) => b.left));
+    return this.pool ? Math.min(this.budget.left, this.pool.own.left + this.pool.shared.left) : this.budget.left;
   }
   push(b: Buffer): void {
     this.total += b.length;
@@ -68,12 +75,18 @@ export class CappedBuffer {
     }
     b.copy(this.buf, this.kept, 0, room);
     this.kept += room;
-    for (const budget of this.budgets) budget.left -= room;
+    this.budget.left -= room;
+    if (this.pool) {
+      const own = Math.min(room, this.pool.own.left);
+      this.pool.own.left -= own;
+      this.pool.shared.left -= room - own;
+      this.fromPool += room - own;
+    }
   }
-  /** Gives what it kept back to its budgets (the exec is over). */
+  /** Gives back to the shared pool what was drawn from it (the exec is over). */
   release(): void {
-    for (const budget of this.budgets) budget.left += this.kept;
-    this.kept = 0;
+    if (this.pool) this.pool.shared.left += this.fromPool;
+    this.fromPool = 0;
     this.buf = Buffer.alloc(0);
   }
   get truncated(): boolean {
@@ -122,8 +135,9 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
     return await new Promise<ExecResult>((resolve, reject) => {
       const child = spawn(t.conmon, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], env: { ...process.env, _OCI_SYNCPIPE: '3' } }) as ChildProcessByStdio<null, Readable, Readable>;
       const budget = { left: opts.maxOutputBytes };
-      const out = new CappedBuffer(budget, allExecs);
-      const err = new CappedBuffer(budget, allExecs);
+      const pool = { own: { left: EXEC_OUTPUT_OWN_BYTES }, shared: sharedByExecs };
+      const out = new CappedBuffer(budget, pool);
+      const err = new CappedBuffer(budget, pool);
       outputs.push(out, err);
       child.stdout.on('data', (b: Buffer) => out.push(b));
       child.stderr.on('data', (b: Buffer) => err.push(b));
@@ -232,7 +246,7 @@ export async function runExec(t: ExecTarget, opts: ExecOptions): Promise<ExecRes
           if (exitCode === undefined && !killing) {
             // conmon went without reporting the exit (killed): the process it watched may still run, untracked
             killProcess();
-            reject(internal(`exec monitor (conmon) ended (${code ?? 'signal'}) before the exec'd process did; the process was killed`, { container: t.id }));
+            reject(internal(`exec monitor (conmon) ended (${code ?? 'signal'}) before the exec'd process did; that process (pid ${pid}) was killed, what it started may remain`, { container: t.id }));
             return;
           }
           if (exitCode === undefined || Number.isNaN(exitCode)) exitCode = 137;

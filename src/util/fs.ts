@@ -23,9 +23,9 @@ export async function removeTree(path: string): Promise<void> {
   if (res.code !== 0) throw internal(`could not remove ${path}: ${res.stderr.trim().slice(0, 500) || `rm exit ${res.code ?? res.signal}`}`, { path });
 }
 
-/** Whether `path` names something below `dir` (lexically, after resolving "." and ".."), never `dir` itself. */
-export function isStrictlyInside(dir: string, path: string): boolean {
-  const base = resolve(dir);
+/** Whether `path` names `dir` itself or a directory above it (lexically, after resolving "." and ".."). */
+export function isSameOrAbove(path: string, dir: string): boolean {
   const p = resolve(path);
-  return p !== base && p.startsWith(base === '/' ? '/' : `${base}/`);
+  const d = resolve(dir);
+  return p === d || d.startsWith(p === '/' ? '/' : `${p}/`);
 }

@@ -174,9 +174,9 @@ describe('from a hostile lifecycle run', () => {
     expect([res.exit_code, res.stdout.toString()]).toEqual([0, 'done\n']);
   });
 
-  it('a log path that is the log directory itself is INVALID_ARGUMENT', async () => {
+  it('a log path that is the log directory itself, or one above it, is INVALID_ARGUMENT', async () => {
     const pod = await runPod(env);
-    for (const log_path of ['.', 'x/..', './']) {
+    for (const log_path of ['.', 'x/..', './', '..', '../..']) {
       const res = await failure(createCtr(env, pod, ctrConfig(`logdir${log_path.length}`, ['true'], { log_path })));
       expect(res.code, log_path).toBe(grpcStatus.INVALID_ARGUMENT);
     }

@@ -66,15 +66,20 @@ describe('exec output cap', () => {
     expect(budget.left).toBe(0);
   });
 
-  it('draws on a budget shared by all execs too, and gives it back when released', () => {
-    const all = { left: 8 };
-    const [a, b] = [new CappedBuffer({ left: 6 }, all), new CappedBuffer({ left: 6 }, all)];
-    a.push(Buffer.from('aaaaaa'));
-    b.push(Buffer.from('bbbbbb'));
-    expect([a.value().toString(), b.value().toString(), b.truncated, all.left]).toEqual(['aaaaaa', 'bb', true, 0]);
+  it('beyond what is its own, draws on a pool shared by all execs, and gives it back when released', () => {
+    const shared = { left: 8 };
+    const [a, b, c] = [0, 1, 2].map(() => new CappedBuffer({ left: 10 }, { own: { left: 2 }, shared }));
+    a.push(Buffer.from('aaaaaaaaaa'));
+    b.push(Buffer.from('bbbbbbbbbb'));
+    // a took 2 of its own and 8 of the pool; b has only its own 2, and so has c
+    expect([a.value().toString(), b.value().toString(), b.truncated, shared.left]).toEqual(['aaaaaaaaaa', 'bb', true, 0]);
+    c.push(Buffer.from('cc'));
+    expect(c.value().toString()).toBe('cc');
     a.release();
     b.release();
-    expect(all.left).toBe(8);
+    expect(shared.left).toBe(8);
+    a.release();
+    expect(shared.left).toBe(8);
   });
 
   it('holds megabytes in one buffer, not one object per chunk', () => {
