@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract } from 'tar-stream';
-import { cleanPath } from './unpack.js';
+import { cleanPath } from './layer/tar-entries.js';
 import { invalidArgument, errnoCode } from '../errors.js';
 import { MT } from './manifest.js';
 import { isDigest } from './reference.js';
