@@ -2,7 +2,8 @@
 // use: a readdir + stat per file, no watcher to leak or miss events). Devices are indexed by qualified
 // name; a later dir overrides an earlier one; the same device in two files of one dir is a conflict that
 // makes it unusable until fixed. A broken file is reported and skipped; it never hides the good ones.
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
 import { join, extname } from 'node:path';
 import { errnoCode, errorMessage, failedPrecondition, invalidArgument } from '../errors.js';
 import { parseSpecFile } from './spec-file.js';
@@ -11,6 +12,42 @@ import { completeDeviceNodes } from './oci-edits.js';
 import { describeSpecError, type CdiContainerEdits, type CdiDevice, type LoadedSpec, type SpecFileError } from './types.js';
 
 const SPEC_EXTENSIONS = new Set(['.json', '.yaml', '.yml']);
+/**
+ * A spec file's size limit. Real ones (a node's GPUs, their MIG slices) are tens of KiB; a 10 MB one took
+ * the daemon's event loop for seconds and a 100 MB one its whole heap, on every CDI request.
+ */
+export const MAX_SPEC_FILE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Reads a spec file through one open file, never blocking: the path may be swapped for a FIFO or a device
+ * after it was looked at, so what is read is what was opened (O_NONBLOCK), checked to be a regular file of
+ * at most MAX_SPEC_FILE_BYTES.
+ */
+export async function readSpecFileSafely(path: string): Promise<{ text: string } | { error: string }> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (err) {
+    return { error: `cannot open: ${errorMessage(err)}` };
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return { error: 'not a regular file' };
+    const tooBig = `larger than ${MAX_SPEC_FILE_BYTES} bytes: not read`;
+    if (st.size > MAX_SPEC_FILE_BYTES) return { error: tooBig };
+    // one byte past its size: a file still being written reads as cut (a parse error now, re-read once its
+    // writer is done and its size or mtime changed)
+    const buf = Buffer.alloc(st.size + 1);
+    let n = 0;
+    for (let got = -1; got !== 0 && n < buf.length; n += got) got = (await fh.read(buf, n, buf.length - n, n)).bytesRead;
+    if (n > MAX_SPEC_FILE_BYTES) return { error: tooBig };
+    return { text: buf.toString('utf8', 0, n) };
+  } catch (err) {
+    return { error: `cannot read: ${errorMessage(err)}` };
+  } finally {
+    await fh.close();
+  }
+}
 
 interface CachedFile {
   mtimeMs: number;
@@ -91,14 +128,15 @@ export class CdiRegistry {
     if (same && (cached.spec?.priority ?? priority) === priority) return cached;
     const id = { mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, size: st.size };
     let entry: CachedFile;
-    if (!st.isFile()) {
-      entry = { ...id, errors: [{ path, message: 'not a regular file' }] };
+    const read = await readSpecFileSafely(path);
+    if ('error' in read) {
+      entry = { ...id, errors: [{ path, message: read.error }] };
     } else {
       try {
-        const parsed = parseSpecFile(path, await readFile(path, 'utf8'));
+        const parsed = parseSpecFile(path, read.text);
         entry = { ...id, errors: parsed.errors, spec: parsed.spec && { path, priority, spec: parsed.spec } };
       } catch (err) {
-        entry = { ...id, errors: [{ path, message: `cannot read: ${errorMessage(err)}` }] };
+        entry = { ...id, errors: [{ path, message: `cannot parse: ${errorMessage(err)}` }] };
       }
     }
     this.cache.set(path, entry);

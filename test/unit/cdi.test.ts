@@ -5,7 +5,8 @@ import { mkdtemp, mkdir, writeFile, rm, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseSpecFile } from '../../src/cdi/spec-file.js';
-import { CdiRegistry } from '../../src/cdi/registry.js';
+import { CdiRegistry, MAX_SPEC_FILE_BYTES, readSpecFileSafely } from '../../src/cdi/registry.js';
+import { execFileSync } from 'node:child_process';
 import { applyCdiEdits, completeDeviceNodes, splitDevT, type OciSpecForCdi } from '../../src/cdi/oci-edits.js';
 import { requestedCdiDevices } from '../../src/cdi/names.js';
 import { SkiffError } from '../../src/errors.js';
@@ -138,6 +139,29 @@ describe('CDI registry', () => {
     // errors of files for other kinds are not mixed in
     await writeFile(join(etc, 'other.json'), '{"cdiVersion":"0.3.0","kind":"z.com/z","devices":[{"name":"q"}]}');
     expect(((await reg.resolve(['a.com/b=missing']).catch((e: unknown) => e)) as SkiffError).message).not.toContain('other.json');
+  });
+
+  it('refuses a spec file over the size limit without parsing it, and other files keep working', async () => {
+    await writeFile(join(etc, 'good.json'), spec('a.com/b', 'ok', 'OK=1'));
+    const devices = Array.from({ length: 60_000 }, (_, i) => ({ name: `d${i}`, containerEdits: { env: [`X${i}=1`] } }));
+    const huge = JSON.stringify({ cdiVersion: '0.3.0', kind: 'a.com/huge', devices });
+    expect(huge.length).toBeGreaterThan(MAX_SPEC_FILE_BYTES);
+    await writeFile(join(etc, 'huge.json'), huge);
+    const reg = new CdiRegistry([etc]);
+    expect((await reg.resolve(['a.com/b=ok'])).edits).toHaveLength(1);
+    const err = (await reg.resolve(['a.com/huge=d1']).catch((e: unknown) => e)) as SkiffError;
+    expect(err.message).toContain(`${join(etc, 'huge.json')}`);
+    expect(err.message).toMatch(/larger than/);
+  });
+
+  it('never blocks on a FIFO put at a spec path, even one that was a regular file when looked at', async () => {
+    await writeFile(join(etc, 'good.json'), spec('a.com/b', 'ok', 'OK=1'));
+    execFileSync('mkfifo', [join(etc, 'fifo.json')]);
+    const reg = new CdiRegistry([etc]);
+    expect((await reg.resolve(['a.com/b=ok'])).edits).toHaveLength(1);
+    // what load() reads is what it opened: a FIFO there is refused from the open file, not read
+    const read = await readSpecFileSafely(join(etc, 'fifo.json'));
+    expect(read).toEqual({ error: 'not a regular file' });
   });
 
   it('re-reads a spec file when it changes, and forgets a removed one', async () => {
