@@ -8,6 +8,7 @@ import type { IDMapping__Output } from '../gen/runtime/v1/IDMapping.js';
 import type { Mount__Output } from '../gen/runtime/v1/Mount.js';
 import type { IdMapping } from '../store/records.js';
 import { run } from '../util/exec.js';
+import { checkIdMappings } from '../util/id-mappings.js';
 import { errorMessage, failedPrecondition, invalidArgument } from '../errors.js';
 
 export interface OciIdMapping {
@@ -120,11 +121,7 @@ export async function checkIdmappableFs(path: string, kernel = kernelVersion()):
 }
 
 function checkMappings(list: IDMapping__Output[], what: string): OciIdMapping[] {
-  return list.map((m, i) => {
-    if (m.length === 0) throw invalidArgument(`${what}[${i}]: length must be > 0`);
-    if (m.host_id + m.length > 2 ** 32 || m.container_id + m.length > 2 ** 32) throw invalidArgument(`${what}[${i}]: range exceeds 32-bit ids`);
-    return { containerID: m.container_id, hostID: m.host_id, size: m.length };
-  });
+  return checkIdMappings(list, what).map((m) => ({ containerID: m.container_id, hostID: m.host_id, size: m.length }));
 }
 
 /** The OCI uidMappings/gidMappings of a CRI mount (both or neither, as the runtime spec requires). */

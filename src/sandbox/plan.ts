@@ -11,6 +11,7 @@ import type { IdMapping } from '../store/records.js';
 import { checkSysctls, type CheckedSysctl } from './sysctls.js';
 import { checkCgroupfsPath, expandSlice, podCgroupLimits, type CgroupLimits } from './cgroups.js';
 import { invalidArgument } from '../errors.js';
+import { checkIdMappings } from '../util/id-mappings.js';
 
 export interface PodPlan {
   hostNetwork: boolean;
@@ -72,10 +73,7 @@ function portMappingsOf(config: PodSandboxConfig__Output): CniPortMapping[] {
 
 function idMappings(list: { host_id: number; container_id: number; length: number }[], what: string): IdMapping[] {
   if (list.length === 0) throw invalidArgument(`userns_options: POD mode needs ${what} mappings`);
-  return list.map((m) => {
-    if (m.length <= 0) throw invalidArgument(`userns_options: ${what} mapping length must be positive`);
-    return { containerId: m.container_id, hostId: m.host_id, size: m.length };
-  });
+  return checkIdMappings(list, `userns_options ${what} mappings`).map((m) => ({ containerId: m.container_id, hostId: m.host_id, size: m.length }));
 }
 
 /**

@@ -65,6 +65,18 @@ describe('mapping helpers', () => {
     expect(() => mountIdMappings({ container_path: '/d', uidMappings: [{ host_id: 1, container_id: 0, length: 0 }], gidMappings: mapping })).toThrow(/length/);
   });
 
+  it('refuses mount mappings the kernel would: (uid_t)-1, overlaps, more than 340 entries', () => {
+    const mount = (uids: { container_id: number; host_id: number; length: number }[]) => ({ container_path: '/m', uidMappings: uids, gidMappings: [{ container_id: 0, host_id: 0, length: 1 }] });
+    for (const uids of [
+      [{ container_id: 4294967295, host_id: 0, length: 1 }],
+      [{ container_id: 0, host_id: 0, length: 10 }, { container_id: 9, host_id: 100, length: 1 }],
+      Array.from({ length: 341 }, (_, i) => ({ container_id: i, host_id: i, length: 1 })),
+    ]) {
+      expect(() => mountIdMappings(mount(uids) as unknown as Mount__Output)).toThrow(expect.objectContaining({ kind: 'invalid_argument' }));
+    }
+    expect(mountIdMappings(mount([{ container_id: 0, host_id: 1000, length: 10 }]) as unknown as Mount__Output)?.uidMappings).toEqual([{ containerID: 0, hostID: 1000, size: 10 }]);
+  });
+
   it('gives a userns pod\'s containers the pod\'s mappings', () => {
     expect(podUserNamespace({})).toBeUndefined();
     expect(podUserNamespace({ uidMappings: [{ containerId: 0, hostId: 100000, size: 65536 }], gidMappings: [{ containerId: 0, hostId: 200000, size: 10 }] })).toEqual({

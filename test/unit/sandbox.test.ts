@@ -68,6 +68,20 @@ describe('planPod', () => {
     expect(kindOf(() => planPod(config({}, { cgroup_parent: '/kubepods/podX' }), sd))).toBe('invalid_argument');
     expect(kindOf(() => planPod(config({}, { cgroup_parent: 'a--b.slice' }), sd))).toBe('invalid_argument');
   });
+  it('userns POD mappings the kernel would refuse are INVALID_ARGUMENT here, not EINVAL from uid_map later', () => {
+    const userns = (uids: { container_id: number; host_id: number; length: number }[]) =>
+      config({}, { security_context: secCtx({ namespace_options: { network: 'POD', pid: 'POD', ipc: 'POD', target_id: '', userns_options: { mode: 'POD', uids, gids: [{ container_id: 0, host_id: 100000, length: 65536 }] } } }) });
+    const ok = [{ container_id: 0, host_id: 100000, length: 65536 }];
+    expect(planPod(userns(ok), opts).uidMappings).toEqual([{ containerId: 0, hostId: 100000, size: 65536 }]);
+    const bad = [
+      [{ container_id: 0, host_id: 100000, length: 10 }, { container_id: 10, host_id: 100005, length: 10 }], // host ranges overlap
+      [{ container_id: 0, host_id: 100000, length: 10 }, { container_id: 5, host_id: 200000, length: 10 }], // container ranges overlap
+      [{ container_id: 0, host_id: 4294967000, length: 65536 }], // past 32-bit ids
+      Array.from({ length: 341 }, (_, i) => ({ container_id: i, host_id: 100000 + i, length: 1 })),
+    ];
+    for (const uids of bad) expect(kindOf(() => planPod(userns(uids), opts)), JSON.stringify(uids).slice(0, 80)).toBe('invalid_argument');
+  });
+
   it('host namespaces: no port mappings or bandwidth on the host network; TARGET refused', () => {
     const host = config(
       { port_mappings: [{ protocol: 'TCP', container_port: 80, host_port: 8080, host_ip: '' }], annotations: { 'kubernetes.io/ingress-bandwidth': '1M' } },
