@@ -60,6 +60,8 @@ class Checker {
       return undefined;
     }
     if (required && v === '') this.fail([...path, key], `"${key}" must not be empty`);
+    // no program, path or environment can hold a NUL: the runtime would fail on it later
+    if (v.includes('\0')) this.fail([...path, key], `"${key}" contains a NUL byte`);
     return v;
   }
 
@@ -76,6 +78,7 @@ class Checker {
       this.fail([...path, key], `"${key}" must be a list of strings`);
       return [];
     }
+    if ((v as string[]).some((s) => s.includes('\0'))) this.fail([...path, key], `"${key}" contains a NUL byte`);
     return v as string[];
   }
 
@@ -149,8 +152,9 @@ class Checker {
     }
     const type = this.string(n, 'type', path, false);
     if (type !== undefined && type !== '' && !['b', 'c', 'u', 'p'].includes(type)) this.fail([...path, 'type'], `device type "${type}" must be one of b, c, u, p`);
-    this.int(n, 'major', path, 0, 0xffffffff);
-    this.int(n, 'minor', path, 0, 0xffffffff);
+    // Linux device numbers: 12 bits of major, 20 of minor
+    this.int(n, 'major', path, 0, 4095);
+    this.int(n, 'minor', path, 0, 1048575);
     if (type === 'p' && (n.major !== undefined || n.minor !== undefined)) this.fail(path, 'a fifo ("p") device node takes no major/minor');
     this.int(n, 'fileMode', path, 0, 0o7777);
     this.int(n, 'uid', path, 0, 0xffffffff);
@@ -162,7 +166,8 @@ class Checker {
   mount(m: unknown, path: Path): void {
     if (!isObject(m)) return this.fail(path, 'a mount must be a map');
     this.fields(m, path, ['hostPath', 'containerPath', 'options', 'type']);
-    this.string(m, 'hostPath', path, true);
+    const hp = this.string(m, 'hostPath', path, true);
+    if (hp !== undefined && hp !== '' && !hp.startsWith('/')) this.fail([...path, 'hostPath'], `hostPath "${hp}" must be absolute`);
     const cp = this.string(m, 'containerPath', path, true);
     if (cp !== undefined && cp !== '' && !cp.startsWith('/')) this.fail([...path, 'containerPath'], `containerPath "${cp}" must be absolute`);
     this.stringList(m, 'options', path);

@@ -44,6 +44,18 @@ describe('CDI spec file parsing', () => {
     expect(r.errors[0].message).toContain('invalid JSON');
   });
 
+  it('refuses values the runtime would fail on later: device numbers past Linux\'s, NUL bytes, a relative mount hostPath', () => {
+    const devices = [
+      { name: 'a', containerEdits: { deviceNodes: [{ path: '/dev/a', type: 'c', major: 4096, minor: 1 }] } },
+      { name: 'b', containerEdits: { deviceNodes: [{ path: '/dev/b', type: 'c', major: 1, minor: 1048576 }] } },
+      { name: 'c', containerEdits: { env: ['A=\0b'] } },
+      { name: 'd', containerEdits: { mounts: [{ hostPath: 'relative/dir', containerPath: '/m' }] } },
+    ];
+    const r = parseSpecFile('/etc/cdi/x.json', JSON.stringify({ cdiVersion: '0.6.0', kind: 'a.com/b', devices }));
+    expect(r.errors.map((e) => e.message).join('\n')).toMatch(/major[\s\S]*minor[\s\S]*NUL[\s\S]*must be absolute/);
+    expect(r.errors).toHaveLength(4);
+  });
+
   it('points a validation error at the offending line', () => {
     const text = 'cdiVersion: "0.3.0"\nkind: a.com/b\ndevices:\n  - name: d\n    containerEdits:\n      deviceNodes:\n        - path: relative/dev\n';
     const r = parseSpecFile('/etc/cdi/v.yaml', text);
