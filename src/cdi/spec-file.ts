@@ -3,6 +3,7 @@
 import { LineCounter, parseDocument, isMap, isSeq, isPair, isScalar, type Node } from 'yaml';
 import { CDI_VERSIONS, type CdiSpec, type SpecFileError } from './types.js';
 import { kindProblem, deviceNameProblem } from './names.js';
+import { isObject } from '../util/json.js';
 
 type Path = (string | number)[];
 interface Problem {
@@ -19,10 +20,6 @@ export interface ParsedSpecFile {
 
 const HOOK_NAMES = ['prestart', 'createRuntime', 'createContainer', 'startContainer', 'poststart', 'poststop'];
 const EDIT_FIELDS = ['env', 'deviceNodes', 'hooks', 'mounts', 'additionalGids', 'intelRdt'];
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** The spec versions as comparable numbers: 0.5.0 -> 500. */
 function versionNumber(v: string): number {

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { criPackageDefinition } from '../cri/proto.js';
 import { errorMessage } from '../errors.js';
+import { isObject } from '../util/json.js';
 
 interface FieldDescriptor {
   name: string;
@@ -34,10 +35,6 @@ function defs(): Definitions {
 }
 
 const camel = (s: string) => s.replace(/_([a-zA-Z0-9])/g, (_m, c: string) => c.toUpperCase());
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** A field's message type: nested in its parent (map entries) or a package-level message. */
 function resolveMessage(parent: MessageDescriptor, typeName: string): { desc: MessageDescriptor; mapEntry: boolean } {

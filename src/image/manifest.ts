@@ -4,6 +4,7 @@
 import { arch as nodeArch } from 'node:os';
 import { invalidArgument, notFound, failedPrecondition } from '../errors.js';
 import { isDigest } from './reference.js';
+import { isObject } from '../util/json.js';
 
 export const MT = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -173,7 +174,6 @@ export function choosePlatform(index: ImageIndex, want: Platform = hostPlatform(
 }
 
 const isString = (v: unknown): v is string => typeof v === 'string';
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 /** A string as Go's encoding/json decodes one (containerd and CRI-O read configs so): null is "". */
 const asGoString = (v: unknown): string | undefined => (v === null ? '' : isString(v) ? v : undefined);
 

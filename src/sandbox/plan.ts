@@ -72,8 +72,7 @@ function portMappingsOf(config: PodSandboxConfig__Output): CniPortMapping[] {
 }
 
 function idMappings(list: { host_id: number; container_id: number; length: number }[], what: string): IdMapping[] {
-  if (list.length === 0) throw invalidArgument(`userns_options: POD mode needs ${what} mappings`);
-  return checkIdMappings(list, `userns_options ${what} mappings`).map((m) => ({ containerId: m.container_id, hostId: m.host_id, size: m.length }));
+  return checkIdMappings(list, `userns_options ${what} mappings (POD mode needs them)`).map((m) => ({ containerId: m.container_id, hostId: m.host_id, size: m.length }));
 }
 
 /**

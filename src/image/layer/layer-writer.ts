@@ -118,10 +118,23 @@ export class LayerWriter {
 
   /** Makes sure every parent of `parts` is a real directory of this layer; refuses symlinked parents. */
   private ensureParents(parts: string[], original: string): void {
+    this.walkParents(parts, original, true);
+  }
+
+  /** Whether every parent of `parts` is a directory of this layer (none made); a symlinked parent is refused. */
+  private parentsExist(parts: string[], original: string): boolean {
+    return this.walkParents(parts, original, false);
+  }
+
+  /**
+   * Walks the parents of `parts` below the deepest known directory (usually the parent itself: a known
+   * directory's parents are all known), refusing symlinks. A missing parent or a non-directory in the way is
+   * made a directory when `create`, else the walk answers false.
+   */
+  private walkParents(parts: string[], original: string, create: boolean): boolean {
     const depth = parts.length - 1;
     const prefixes: string[] = [];
     for (let i = 0; i < depth; i++) prefixes.push(i === 0 ? parts[0] : `${prefixes[i - 1]}/${parts[i]}`);
-    // a known directory's parents are all known: start below the deepest known one (usually the parent)
     let start = depth;
     while (start > 0 && !this.safeDirs.has(prefixes[start - 1])) start--;
     for (const rel of prefixes.slice(start)) {
@@ -131,24 +144,13 @@ export class LayerWriter {
         this.addSafeDir(rel);
         continue;
       }
+      if (!create) return false;
       if (st) unlinkSync(this.abs(rel));
       // what the layer had there (a file; a fifo or device node still deferred) goes with all deferred for it
       this.takeOver(rel);
       // parent with no tar entry of its own: created with docker's defaults
       mkdirSync(this.abs(rel), { mode: 0o755 });
       this.addSafeDir(rel);
-    }
-  }
-
-  /** Whether every parent of `parts` is a directory of this layer; a symlinked parent is refused. */
-  private parentsExist(parts: string[], original: string): boolean {
-    let rel = '';
-    for (const part of parts.slice(0, -1)) {
-      rel = rel ? `${rel}/${part}` : part;
-      if (this.safeDirs.has(rel)) continue;
-      const st = lstatOrUndefined(this.abs(rel));
-      if (st?.isSymbolicLink()) throw invalidArgument(`layer entry "${original}" goes through the symlink "${rel}": refused (it could write outside the layer)`);
-      if (!st?.isDirectory()) return false;
     }
     return true;
   }
